@@ -1,0 +1,1 @@
+"""Probabilistic U-Net (Kohl et al., NeurIPS 2018)."""

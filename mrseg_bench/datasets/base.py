@@ -1,0 +1,48 @@
+"""Base class of every dataset: a pool of cases, split later by patient (``group_id``)."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import torch.utils.data
+
+from ..types import DatasetInfo, MultiRaterSample
+
+
+@dataclass(frozen=True)
+class Split:
+    """Indices into a dataset. ``leaks_patients`` is True only for the reference protocol."""
+
+    train: tuple[int, ...]
+    val: tuple[int, ...]
+    test: tuple[int, ...]
+    protocol: str = "default"
+    leaks_patients: bool = False
+
+
+class MultiRaterDataset(torch.utils.data.Dataset, abc.ABC):
+    """All cases of one dataset. ``__getitem__`` returns a validated ``MultiRaterSample``.
+
+    ``case_ids`` and ``group_ids`` are cheap (no image loading) so splits can be made first.
+    ``predefined_split()`` returns the dataset's published split, or None.
+    """
+
+    info: DatasetInfo
+
+    @property
+    @abc.abstractmethod
+    def case_ids(self) -> list[str]: ...
+
+    @property
+    @abc.abstractmethod
+    def group_ids(self) -> list[str]: ...
+
+    def __len__(self) -> int:
+        return len(self.case_ids)
+
+    @abc.abstractmethod
+    def __getitem__(self, index: int) -> MultiRaterSample: ...
+
+    def predefined_split(self) -> Split | None:
+        return None
