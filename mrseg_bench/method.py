@@ -82,6 +82,7 @@ class Method(abc.ABC):
 
     def begin_stage(self, model: nn.Module, stage: Stage) -> None:
         """Called once before a stage (and on resume): freeze parts, load the previous stage."""
+        return None
 
     def train_mode(self, model: nn.Module, stage: Stage) -> None:
         """Put the model in training mode for ``stage`` (default ``model.train()``)."""
