@@ -1,0 +1,120 @@
+"""Results store: schema, one-transaction writes, skip/replace by config hash, concurrency."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import sqlite3
+
+import pytest
+
+from mrseg_bench.store import RUN_COLUMNS, ResultsStore
+
+
+def _run(run_id: str, h: str = "h1", status: str = "done", **kw):
+    base = dict(run_id=run_id, method="m", dataset="d", seed=0, preset="smoke", protocol="default",
+                config_json={"a": 1}, config_hash=h, status=status, capabilities=["diverse"],
+                started_at="2026-01-01T00:00:00Z", finished_at=kw.pop("finished_at", "2026-01-01T00:01:00Z"))
+    base.update(kw)
+    return base
+
+
+METRICS = [
+    {"case_id": "c0", "metric": "ged", "rater": None, "value": 0.5},
+    {"case_id": "c0", "metric": "per_rater_dice", "rater": 1, "value": 0.25},
+]
+PROFILE = [{"name": "params", "value": 123.0, "unit": "count"}]
+
+
+def test_roundtrip_and_schema(tmp_path):
+    s = ResultsStore(tmp_path / "r.sqlite")
+    s.write_run(_run("r1"), METRICS, PROFILE)
+    runs = s.runs()
+    assert list(runs.columns) == list(RUN_COLUMNS)
+    assert runs.loc[0, "capabilities"] == "diverse" and runs.loc[0, "config_json"] == '{"a": 1}'
+    m = s.metrics(["r1"])
+    assert list(m.columns) == ["run_id", "case_id", "metric", "rater", "value"]
+    assert m["rater"].isna().tolist() == [True, False] and int(m["rater"].iloc[1]) == 1
+    assert m["value"].tolist() == [0.5, 0.25]
+    assert s.profile().to_dict("records") == [{"run_id": "r1", "name": "params", "value": 123.0, "unit": "count"}]
+    assert s.done_run_id("h1") == "r1" and s.done_run_id("nope") is None
+    assert s.metrics([]).empty
+    mode = sqlite3.connect(tmp_path / "r.sqlite").execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_failed_replaced_by_done_and_force_replaces(tmp_path):
+    s = ResultsStore(tmp_path / "r.sqlite")
+    s.write_run(_run("f1", status="failed", error="boom"))
+    assert s.done_run_id("h1") is None
+    s.write_run(_run("d1"), METRICS, PROFILE)
+    assert s.runs()["run_id"].tolist() == ["d1"]
+    s.write_run(_run("d2", finished_at="2026-01-02T00:00:00Z"), METRICS[:1], PROFILE)  # --force rerun
+    assert s.runs()["run_id"].tolist() == ["d2"]
+    assert s.metrics()["run_id"].tolist() == ["d2"]
+    # a failed attempt never removes a done run of the same hash
+    s.write_run(_run("f2", status="failed", error="x"))
+    assert sorted(s.runs()["run_id"]) == ["d2", "f2"] and s.done_run_id("h1") == "d2"
+
+
+def test_latest_runs_per_key(tmp_path):
+    s = ResultsStore(tmp_path / "r.sqlite")
+    s.write_run(_run("a", h="h1", finished_at="2026-01-01T00:00:01Z"))
+    s.write_run(_run("b", h="h2", finished_at="2026-01-01T00:00:02Z"))
+    s.write_run(_run("c", h="h3", seed=1))
+    s.write_run(_run("x", h="h4", status="failed"))
+    assert sorted(s.latest_runs()["run_id"]) == ["b", "c"]
+    assert s.latest_runs("failed")["run_id"].tolist() == ["x"]
+
+
+def test_failed_transaction_leaves_nothing(tmp_path):
+    s = ResultsStore(tmp_path / "r.sqlite")
+    bad_metrics = METRICS + [{"case_id": "c1", "metric": "ged", "value": "not-a-number"}]
+    with pytest.raises(ValueError):
+        s.write_run(_run("r1"), bad_metrics, PROFILE)
+    with pytest.raises(ValueError, match="status"):
+        s.write_run(_run("r1", status="running"))
+    with pytest.raises(ValueError, match="unknown run column"):
+        s.write_run({**_run("r1"), "colour": 1})
+    # a failure inside the transaction (after the run row was inserted) rolls back
+    with pytest.raises(sqlite3.ProgrammingError):
+        s.write_run(_run("r1"), METRICS, [{"name": "p", "value": 1.0, "unit": object()}])
+    assert s.runs().empty and s.metrics().empty and s.profile().empty
+
+
+def test_rejects_non_store_files(tmp_path):
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(ValueError, match="junk.sqlite"):
+        ResultsStore(junk)
+    other = tmp_path / "other.sqlite"
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE foo (x INT)")
+    con.commit()
+    con.close()
+    with pytest.raises(ValueError, match="other.sqlite.*missing table"):
+        ResultsStore(other)
+    with pytest.raises(ValueError, match="directory"):
+        ResultsStore(tmp_path)
+
+
+def _writer(path: str, tag: str, n: int) -> None:
+    s = ResultsStore(path)
+    for i in range(n):
+        rows = [{"case_id": f"c{j}", "metric": "ged", "rater": None, "value": float(j)} for j in range(20)]
+        s.write_run(_run(f"{tag}{i}", h=f"{tag}{i}"), rows, PROFILE)
+    s.close()
+
+
+def test_two_processes_lose_no_rows(tmp_path):
+    path = str(tmp_path / "r.sqlite")
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(path, tag, 15)) for tag in ("a", "b")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    s = ResultsStore(path)
+    assert len(s.runs()) == 30
+    assert len(s.metrics()) == 30 * 20
+    assert len(s.profile()) == 30
