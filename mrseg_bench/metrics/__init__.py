@@ -1,1 +1,29 @@
-"""metrics"""
+"""Multi-rater metrics: functional, batched torch metrics and the capability-driven suite.
+
+Importing this package registers the built-in metrics in ``mrseg_bench.registry.METRICS``.
+"""
+
+from .context import SOFT_THRESHOLDS, MetricContext
+from .functional import (
+    consensus_dice,
+    consensus_dice_soft,
+    dice_soft,
+    ged,
+    ncc,
+    per_rater_dice,
+    per_rater_dice_mean,
+    rater_disagreement,
+    sample_diversity,
+)
+from .matching import dice_match, dice_max, dice_max_reverse, hm_iou, per_rater_dice_matched
+from .pairwise import CONVENTIONS, dice_matrix, iou_matrix
+from .suite import BUILTIN_SPECS, MetricSpec, MetricSuite
+from .validation import validate_inputs
+
+__all__ = [
+    "BUILTIN_SPECS", "CONVENTIONS", "SOFT_THRESHOLDS", "MetricContext", "MetricSpec",
+    "MetricSuite", "consensus_dice", "consensus_dice_soft", "dice_match", "dice_matrix",
+    "dice_max", "dice_max_reverse", "dice_soft", "ged", "hm_iou", "iou_matrix", "ncc",
+    "per_rater_dice", "per_rater_dice_matched", "per_rater_dice_mean", "rater_disagreement",
+    "sample_diversity", "validate_inputs",
+]
