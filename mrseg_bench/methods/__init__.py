@@ -1,1 +1,3 @@
-"""methods"""
+"""Methods under study; importing registers them."""
+
+from . import dpersona  # noqa: F401

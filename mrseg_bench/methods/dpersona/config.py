@@ -1,0 +1,94 @@
+"""D-Persona configuration (defaults = the reference hyperparameters, see REFERENCE.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ...baselines.unet import DEFAULT_DECODER_CHANNELS
+from ...method import MethodConfig
+
+
+@dataclass
+class DPersonaConfig(MethodConfig):
+    """Typed D-Persona options; every field can be overridden with ``--set key=value``.
+
+    - ``stage1_epochs`` / ``stage2_epochs``: ``None`` means ``epochs`` (the shared field).
+    - ``stage1_recon``: where stage 1's reconstruction latent comes from: ``"posterior"``
+      (current reference, default) or ``"prior"`` (the code the paper's numbers came from).
+    - ``faithful_stage2``: reproduce the reference's stage 2 (whole net in train mode so frozen
+      BatchNorm statistics drift, autograd through the frozen parts, padding-3 heads). Default
+      False: frozen parts in eval mode under ``no_grad``, padding-1 heads.
+    - ``head_padding``: ``None`` derives it (3 if ``faithful_stage2`` else 1).
+    - ``l2_weight``: weight of the sum of unsquared L2 norms of every parameter tensor (weights
+      and biases) of the prior net, the posterior net and Fcomb's hidden layers.
+    """
+
+    stage1_epochs: int | None = None
+    stage2_epochs: int | None = None
+    latent_dim: int = 6
+    beta: float = 0.5
+    kl_weight: float = 1.0
+    l2_weight: float = 1e-5
+    bound_samples: int = 10
+    stage1_recon: Literal["posterior", "prior"] = "posterior"
+    faithful_stage2: bool = False
+    head_padding: int | None = None
+    head_channels: tuple[int, ...] = (32, 16)
+    head_dropout: float = 0.1
+    bank_train: int = 100
+    bank_test: int = 500
+    decoder_channels: tuple[int, ...] = DEFAULT_DECODER_CHANNELS
+    prior_filters: tuple[int, ...] = (16, 32, 64, 128, 256)
+    prior_convs_per_block: int = 3
+    fcomb_channels: int = 16
+    fcomb_layers: int = 3
+
+    def __post_init__(self) -> None:
+        where = "DPersonaConfig"
+        positive = {
+            "latent_dim": self.latent_dim, "bound_samples": self.bound_samples,
+            "bank_train": self.bank_train, "bank_test": self.bank_test,
+            "prior_convs_per_block": self.prior_convs_per_block,
+            "fcomb_channels": self.fcomb_channels, "fcomb_layers": self.fcomb_layers,
+        }
+        for key, value in positive.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{where}: {key} must be an integer >= 1, got {value!r}")
+        for key in ("stage1_epochs", "stage2_epochs"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise ValueError(f"{where}: {key} must be None or an integer >= 0, got {value!r}")
+        for key in ("beta", "kl_weight", "l2_weight", "lr"):
+            value = getattr(self, key)
+            if not isinstance(value, (int, float)) or not value >= 0:
+                raise ValueError(f"{where}: {key} must be a number >= 0, got {value!r}")
+        if not 0.0 <= self.head_dropout < 1.0:
+            raise ValueError(f"{where}: head_dropout must be in [0, 1), got {self.head_dropout!r}")
+        if self.stage1_recon not in ("posterior", "prior"):
+            raise ValueError(f"{where}: stage1_recon must be 'posterior' or 'prior', got {self.stage1_recon!r}")
+        if self.head_padding is not None and self.head_padding < 0:
+            raise ValueError(f"{where}: head_padding must be None or >= 0, got {self.head_padding!r}")
+        for key in ("head_channels", "decoder_channels", "prior_filters"):
+            value = tuple(getattr(self, key))
+            if not value or min(value) < 1:
+                raise ValueError(f"{where}: {key} must be a non-empty tuple of positive ints, got {value!r}")
+            setattr(self, key, value)
+        if len(self.head_channels) != 2:
+            raise ValueError(f"{where}: head_channels gives the first two head blocks' widths "
+                             f"(the third is latent_dim), got {self.head_channels!r}")
+
+    @property
+    def resolved_head_padding(self) -> int:
+        """The heads' conv padding: explicit, else 3 (faithful) or 1 (corrected)."""
+        if self.head_padding is not None:
+            return self.head_padding
+        return 3 if self.faithful_stage2 else 1
+
+    @property
+    def resolved_stage1_epochs(self) -> int:
+        return self.epochs if self.stage1_epochs is None else self.stage1_epochs
+
+    @property
+    def resolved_stage2_epochs(self) -> int:
+        return self.epochs if self.stage2_epochs is None else self.stage2_epochs
