@@ -1,0 +1,57 @@
+"""Batches for the engine: the datasets helper's ``make_loader``/``augment_batch`` when present,
+a plain seeded DataLoader otherwise; on-the-fly resizing and device transfer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..types import MultiRaterBatch, collate_samples
+
+
+def make_batches(dataset, indices: Sequence[int], batch_size: int, shuffle: bool, seed: int,
+                 num_workers: int = 0) -> Iterable[MultiRaterBatch]:
+    """A loader over ``indices`` whose order is a pure function of ``seed``."""
+    try:
+        from ..datasets.loader import make_loader
+    except ImportError:
+        make_loader = None
+    if make_loader is not None:
+        return make_loader(dataset, list(indices), batch_size=batch_size, shuffle=shuffle, seed=seed,
+                           num_workers=num_workers, drop_last=False)
+    gen = torch.Generator().manual_seed(seed)
+    subset = torch.utils.data.Subset(dataset, list(indices))
+    return torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=shuffle, generator=gen,
+                                       num_workers=num_workers, collate_fn=collate_samples)
+
+
+def augment(batch: MultiRaterBatch, seed: int) -> MultiRaterBatch:
+    """Random flips/rotations from the datasets helper, with a generator seeded by ``seed``."""
+    from ..datasets.augment import augment_batch
+
+    return augment_batch(batch, torch.Generator().manual_seed(seed))
+
+
+def resize_batch(batch: MultiRaterBatch, size: int) -> MultiRaterBatch:
+    """Resize to ``size x size`` (bilinear image, nearest masks); 0 or same size: unchanged."""
+    if not size or tuple(batch.image.shape[-2:]) == (size, size):
+        return batch
+    image = F.interpolate(batch.image, size=(size, size), mode="bilinear", align_corners=False)
+    masks = F.interpolate(batch.masks.float(), size=(size, size), mode="nearest").to(torch.uint8)
+    return MultiRaterBatch(image, masks, batch.rater_valid, list(batch.case_id), list(batch.group_id))
+
+
+def prepare(batch: MultiRaterBatch, device: torch.device, image_size: int = 0,
+            channels_last: bool = False) -> MultiRaterBatch:
+    """Resize, move to ``device`` and optionally make the image channels_last."""
+    batch = resize_batch(batch, image_size).to(device, non_blocking=device.type == "cuda")
+    if channels_last:
+        batch.image = batch.image.contiguous(memory_format=torch.channels_last)
+    return batch
+
+
+def limit(indices: Sequence[int], max_cases: int) -> list[int]:
+    """The first ``max_cases`` indices (0: all)."""
+    return list(indices)[:max_cases] if max_cases else list(indices)

@@ -1,0 +1,68 @@
+"""``RunConfig``: the engine settings a preset's ``[run]`` section and ``--set run.key=value`` set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class RunConfig:
+    """Engine settings shared by every method of a run.
+
+    ``n_samples``: samples drawn per test image (10 for LIDC, 50 for NPC in the reference);
+    ``val_n_samples``: the same during validation. ``image_size`` (0 = the dataset's own) resizes
+    batches on the fly (bilinear image, nearest masks). ``max_steps_per_epoch`` (0 = all) caps
+    training batches per epoch; ``max_eval_cases`` (0 = all) caps validation/test cases.
+    """
+
+    batch_size: int = 8
+    eval_batch_size: int = 0  # 0: batch_size
+    n_samples: int = 10
+    val_n_samples: int = 4
+    num_workers: int = 0
+    augment: bool = False
+    image_size: int = 0
+    max_steps_per_epoch: int = 0
+    max_eval_cases: int = 0
+    protocol: str = "default"
+    val_fraction: float = 0.15
+    test_fraction: float = 0.2
+    num_folds: int | None = None
+    fold: int | None = None
+    convention: str = "standard"
+    threshold: float = 0.5
+    metrics: str = ""  # comma list; empty: every metric the method's capabilities allow
+    device: str = "auto"
+    precision: str = "auto"  # auto | bf16 | fp32
+    channels_last: bool = False
+    compile: bool = False
+    grad_clip: float = 0.0  # 0: off; else max global grad norm
+    val_every: int = 1
+    profile: bool = True
+    profile_warmup: int = 1
+    profile_steps: int = 3
+    latency_repeats: int = 10
+
+    def __post_init__(self) -> None:
+        checks = {
+            "batch_size": self.batch_size >= 1,
+            "eval_batch_size": self.eval_batch_size >= 0,
+            "n_samples": self.n_samples >= 1,
+            "val_n_samples": self.val_n_samples >= 1,
+            "num_workers": self.num_workers >= 0,
+            "image_size": self.image_size >= 0,
+            "max_steps_per_epoch": self.max_steps_per_epoch >= 0,
+            "max_eval_cases": self.max_eval_cases >= 0,
+            "grad_clip": self.grad_clip >= 0,
+            "val_every": self.val_every >= 1,
+            "profile_steps": self.profile_steps >= 1,
+            "latency_repeats": self.latency_repeats >= 1,
+            "precision": self.precision in ("auto", "bf16", "fp32"),
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"run config: invalid value for {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
+
+    @property
+    def eval_bs(self) -> int:
+        return self.eval_batch_size or self.batch_size

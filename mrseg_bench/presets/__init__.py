@@ -1,0 +1,81 @@
+"""Presets: TOML data files shipped in the package (``smoke``, ``default``, ``paper``).
+
+A preset has ``description``, a ``[run]`` section (``RunConfig`` fields), ``[dataset.<name>]``
+option sections, and ``[method.<pattern>]`` config overrides. A method section's name may be an
+fnmatch pattern (``"fusion.*"``, ``"*"``): a pattern section applies each key only to methods whose
+config has that field; an exact-name section is strict (unknown keys are errors). Sections are
+applied from the least to the most specific (patterns in file order, then the exact name), and
+``--set`` overrides all of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+_SECTIONS = {"description", "run", "dataset", "method"}
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str = ""
+    run: dict[str, Any] = field(default_factory=dict)
+    dataset: dict[str, dict[str, Any]] = field(default_factory=dict)
+    method: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def dataset_options(self, dataset: str) -> dict[str, Any]:
+        """Options of ``[dataset.<dataset>]`` (empty if the preset has none)."""
+        return dict(self.dataset.get(dataset, {}))
+
+    def method_overrides(self, method: str, cfg: Any) -> dict[str, Any]:
+        """The overrides for ``method`` whose config dataclass instance is ``cfg``."""
+        fields = {f.name for f in dataclasses.fields(cfg)}
+        out: dict[str, Any] = {}
+        for pattern, values in self.method.items():
+            if pattern != method and fnmatch.fnmatchcase(method, pattern):
+                out.update({k: v for k, v in values.items() if k in fields})
+        if method in self.method:
+            out.update(self.method[method])  # strict: apply_overrides rejects unknown keys
+        return out
+
+
+def preset_names() -> list[str]:
+    """The presets shipped in the package."""
+    return sorted(p.name[:-5] for p in resources.files(__name__).iterdir() if p.name.endswith(".toml"))
+
+
+def load_preset(name: str) -> Preset:
+    """A shipped preset by name, or a ``.toml`` file path. ValueError names the valid choices."""
+    if name.endswith(".toml"):
+        path = Path(name)
+        if not path.is_file():
+            raise FileNotFoundError(f"preset file {path} does not exist")
+        text, pname = path.read_text(encoding="utf-8"), path.stem
+    else:
+        if name not in preset_names():
+            raise ValueError(f"unknown preset {name!r}; valid: {', '.join(preset_names())} or a .toml file")
+        text, pname = resources.files(__name__).joinpath(f"{name}.toml").read_text(encoding="utf-8"), name
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"preset {name!r}: invalid TOML ({exc})") from None
+    unknown = sorted(set(data) - _SECTIONS)
+    if unknown:
+        raise ValueError(f"preset {name!r}: unknown section(s) {', '.join(unknown)}; valid: {', '.join(sorted(_SECTIONS))}")
+    for sec in ("dataset", "method"):
+        for key, val in data.get(sec, {}).items():
+            if not isinstance(val, dict):
+                raise ValueError(f"preset {name!r}: [{sec}.{key}] must be a table, got {type(val).__name__}")
+    return Preset(pname, str(data.get("description", "")), dict(data.get("run", {})),
+                  {k: dict(v) for k, v in data.get("dataset", {}).items()},
+                  {k: dict(v) for k, v in data.get("method", {}).items()})
