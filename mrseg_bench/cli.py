@@ -1,0 +1,276 @@
+"""The ``mrseg-bench`` command line: parses arguments and calls the runner, profiler and reports.
+
+Bad input (unknown method/dataset/preset, bad ``--set``, missing data root) exits with code 2
+and a one-line message naming the valid choices, before anything is written.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Benchmark multi-rater medical image segmentation methods head to head.")
+console = Console()
+err_console = Console(stderr=True)
+
+DASH = "—"
+
+
+def _usage(msg: str) -> typer.Exit:
+    """Print a one-line error and return the exit (code 2) to raise."""
+    err_console.print(f"error: {' '.join(str(msg).split())}", markup=False, highlight=False, soft_wrap=True)
+    return typer.Exit(2)
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise _usage(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    if not seeds:
+        raise _usage("--seeds: give at least one seed, e.g. 0,1,2")
+    return seeds
+
+
+def _fmt(value: float, kind: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return DASH
+    if kind == "params":
+        return f"{value / 1e6:.2f}M"
+    if kind == "flops_per_image":
+        return f"{value / 1e9:.2f}G"
+    if kind.endswith("_per_s") or kind.endswith("_ms"):
+        return f"{value:.1f}"
+    return f"{value:.4f}"
+
+
+def _summary_table(frame) -> Table:
+    from .runner import SUMMARY_METRICS, SUMMARY_PROFILE
+
+    heads = {"ged": "GED", "dice_soft": "Dice soft", "dice_match": "Dice match",
+             "per_rater_dice_mean": "per-rater Dice", "consensus_dice": "consensus Dice", "params": "params",
+             "flops_per_image": "FLOPs/img", "train_images_per_s": "train img/s",
+             "infer_images_per_s": "infer img/s", "latency_p50_ms": "p50 ms"}
+    table = Table(title="mrseg-bench results (mean over seeds; — = not a capability of the method)")
+    table.add_column("dataset")
+    table.add_column("method")
+    for c in (*SUMMARY_METRICS, *SUMMARY_PROFILE):
+        table.add_column(heads[c], justify="right")
+    for _, row in frame.iterrows():
+        table.add_row(str(row["dataset"]), str(row["method"]),
+                      *[_fmt(row[c], c) for c in (*SUMMARY_METRICS, *SUMMARY_PROFILE)])
+    return table
+
+
+@app.command()
+def run(
+    methods: str = typer.Option(..., "--methods", "-m", help="Comma list of methods; fnmatch wildcards allowed (e.g. 'dpersona,fusion.*')."),
+    dataset: str = typer.Option("synthetic", "--dataset", "-d", help="Dataset name(s), comma list."),
+    data_root: Path | None = typer.Option(None, "--data-root", help="Folder holding the dataset files."),
+    preset: str = typer.Option("default", "--preset", "-p", help="smoke | default | paper, or a .toml file."),
+    seeds: str = typer.Option("0", "--seeds", help="Comma list of seeds, e.g. 0,1,2."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Override: key=value, method.key=value, dataset.key=value or run.key=value (repeatable)."),
+    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N | mps (default: preset's, else auto)."),
+    precision: str | None = typer.Option(None, "--precision", help="auto | bf16 | fp32 (auto: bf16 on CUDA, fp32 elsewhere)."),
+    out: Path = typer.Option(Path("runs"), "--out", "-o", help="Experiment folder root."),
+    store: Path | None = typer.Option(None, "--store", help="Results store (default <out>/results.sqlite)."),
+    force: bool = typer.Option(False, "--force", help="Rerun runs already done with the same config hash."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or tables."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Write the report tables into <out>/report/."),
+) -> None:
+    """Train, evaluate and profile the grid methods x datasets x seeds; store and report results."""
+    from .runner import UsageError, plan_grid, run_grid, summarize
+    from .store import ResultsStore
+
+    seed_list = _seeds(seeds)
+    try:
+        plan = plan_grid(methods, dataset, seed_list, preset, set_, data_root, device, precision)
+    except UsageError as exc:
+        raise _usage(str(exc)) from None
+    store_path = store or out / "results.sqlite"
+    if store_path.exists():
+        try:
+            ResultsStore(store_path).close()
+        except ValueError as exc:
+            raise _usage(str(exc)) from None
+    log = (lambda s: None) if quiet else (lambda s: console.print(s, markup=False, highlight=False))
+    if not quiet:
+        spec0 = plan.specs[0]
+        console.print(f"{len(plan.specs)} run(s); preset {plan.preset.name}; device {spec0.device} "
+                      f"({spec0.precision}); out {out}; store {store_path}", markup=False)
+    outcomes = run_grid(plan, out, store_path, force=force, quiet=quiet, log=log)
+    failed = [o for o in outcomes if o.status == "failed"]
+    with ResultsStore(store_path) as st:
+        frame = summarize(st, [o.run_id for o in outcomes if o.status in ("done", "skipped") and o.run_id])
+    if not quiet and not frame.empty:
+        console.print(_summary_table(frame))
+    if report:
+        _write_report(store_path, out / "report", quiet)
+    for o in failed:
+        err_console.print(f"failed: {o.spec.method} {o.spec.dataset} seed {o.spec.seed}: {o.error} "
+                          f"(see {o.run_dir}/error.txt)", markup=False, highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _write_report(store_path: Path, out_dir: Path, quiet: bool) -> None:
+    try:
+        from .reports.report import write_report
+    except ImportError:
+        if not quiet:
+            console.print("(reports not available: mrseg_bench.reports.report missing)", markup=False)
+        return
+    try:
+        paths = write_report(store_path, out_dir)
+    except Exception as exc:  # noqa: BLE001 - the runs are stored; a report failure is reported only
+        err_console.print(f"warning: report failed: {type(exc).__name__}: {exc}", markup=False)
+        return
+    if not quiet:
+        console.print(f"report: {len(paths)} file(s) in {out_dir}", markup=False)
+
+
+@app.command("list")
+def list_cmd() -> None:
+    """List methods (capabilities, paper), datasets (raters, identity), metrics and presets."""
+    from .presets import load_preset, preset_names
+    from .registry import DATASETS, METHODS, METRICS, load_plugins
+
+    load_plugins()
+    t = Table(title="methods")
+    for c in ("name", "capabilities", "paper"):
+        t.add_column(c)
+    for name, factory in METHODS.items():
+        try:
+            info = factory().info
+            t.add_row(name, ", ".join(sorted(c.value for c in info.capabilities)), info.paper)
+        except Exception as exc:  # noqa: BLE001 - list what can be listed
+            t.add_row(name, DASH, f"(error: {exc})")
+    console.print(t)
+    t = Table(title="datasets")
+    for c in ("name", "raters", "identity", "description"):
+        t.add_column(c)
+    for name, factory in DATASETS.items():
+        info = getattr(factory, "info", None)
+        doc = (factory.__doc__ or "").strip().splitlines()
+        if info is None:
+            try:
+                info = factory().info
+            except Exception:  # noqa: BLE001 - needs a data root
+                info = None
+        t.add_row(name, str(info.num_raters) if info else DASH, info.rater_identity if info else DASH,
+                  doc[0] if doc else "")
+    console.print(t)
+    t = Table(title="metrics")
+    t.add_column("name")
+    t.add_column("description")
+    for name, spec in METRICS.items():
+        doc = (getattr(spec, "description", None) or getattr(spec, "__doc__", "") or "").strip().splitlines()
+        t.add_row(name, doc[0] if doc else "")
+    console.print(t)
+    t = Table(title="presets")
+    t.add_column("name")
+    t.add_column("description")
+    for name in preset_names():
+        t.add_row(name, load_preset(name).description)
+    console.print(t)
+
+
+@app.command()
+def profile(
+    methods: str = typer.Option(..., "--methods", "-m", help="Comma list of methods; wildcards allowed."),
+    dataset: str = typer.Option("synthetic", "--dataset", "-d", help="Dataset whose shapes to use."),
+    data_root: Path | None = typer.Option(None, "--data-root", help="Folder holding the dataset files."),
+    preset: str = typer.Option("default", "--preset", "-p", help="smoke | default | paper, or a .toml file."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Overrides, as for run."),
+    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N | mps."),
+    precision: str | None = typer.Option(None, "--precision", help="auto | bf16 | fp32."),
+) -> None:
+    """Profile untrained models (no training): params, FLOPs, throughput, latency, memory."""
+    from .engine.data import make_batches, prepare
+    from .engine.device import reset_peak_memory, seed_everything
+    from .engine.profile import profile_method
+    from .runner import UsageError, plan_grid
+
+    try:
+        plan = plan_grid(methods, dataset, [0], preset, set_, data_root, device, precision)
+    except UsageError as exc:
+        raise _usage(str(exc)) from None
+    table = Table(title=f"profile ({plan.specs[0].device}, {plan.specs[0].precision}, untrained)")
+    cols = ["params", "flops_per_image", "train_images_per_s", "infer_images_per_s", "latency_p50_ms",
+            "latency_p95_ms", "peak_memory_mb"]
+    table.add_column("method")
+    for c in cols:
+        table.add_column(c, justify="right")
+    for spec in plan.specs:
+        ds = plan.datasets[spec.dataset]
+        cfg = spec.run_cfg
+        seed_everything(0)
+        model = spec.method_obj.build(ds.info).to(spec.device)
+        reset_peak_memory(spec.device)
+        idx = list(range(min(cfg.eval_bs, len(ds))))
+        batch = prepare(next(iter(make_batches(ds, idx, cfg.eval_bs, False, 0))), spec.device, cfg.image_size,
+                        cfg.channels_last)
+        rows = profile_method(spec.method_obj, model, batch, spec.device, cfg.n_samples, spec.precision,
+                              cfg.profile_warmup, cfg.profile_steps, cfg.latency_repeats)
+        vals = {r["name"]: r["value"] for r in rows}
+        table.add_row(spec.method, *[_fmt(vals.get(c, float("nan")), c) if c != "peak_memory_mb"
+                                     else f"{vals[c]:.0f}" for c in cols])
+    console.print(table)
+
+
+@app.command()
+def report(
+    store: Path = typer.Option(Path("runs/results.sqlite"), "--store", help="Results store to read."),
+    out: Path = typer.Option(Path("runs/report"), "--out", "-o", help="Folder for the tables and figures."),
+) -> None:
+    """Write LaTeX / Markdown / CSV tables and figures from the results store."""
+    if not store.is_file():
+        raise _usage(f"--store {store}: no such results store")
+    try:
+        from .reports.report import write_report
+    except ImportError as exc:
+        raise _usage(f"reports are not available ({exc})") from None
+    try:
+        paths = write_report(store, out)
+    except ValueError as exc:
+        raise _usage(str(exc)) from None
+    for p in paths:
+        console.print(str(p), markup=False, highlight=False)
+
+
+@app.command()
+def check(
+    baseline: Path = typer.Option(..., "--baseline", help="Baseline JSON of expected values."),
+    store: Path = typer.Option(Path("runs/results.sqlite"), "--store", help="Results store to check."),
+    tolerance: float | None = typer.Option(None, "--tolerance", help="Allowed deviation (default: the baseline's)."),
+    update: bool = typer.Option(False, "--update", help="Write the store's values as the new baseline."),
+) -> None:
+    """Compare the store against a baseline (CI regression gate); exit 1 when it fails."""
+    if not store.is_file():
+        raise _usage(f"--store {store}: no such results store")
+    try:
+        from .reports.check import run_check
+    except ImportError as exc:
+        raise _usage(f"check is not available ({exc})") from None
+    try:
+        ok, text = run_check(store, baseline, tolerance=tolerance, update=update)
+    except (ValueError, FileNotFoundError) as exc:
+        raise _usage(str(exc)) from None
+    console.print(text, markup=False, highlight=False)
+    if not ok:
+        raise typer.Exit(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    app(args=argv if argv is not None else sys.argv[1:], prog_name="mrseg-bench")
+
+
+if __name__ == "__main__":
+    main()

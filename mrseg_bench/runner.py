@@ -1,0 +1,410 @@
+"""The grid methods x datasets x seeds: plan (validate everything, write nothing) -> for each run
+train -> evaluate -> profile -> store.
+
+Experiment folders are predictable, nnU-Net style:
+``<out>/<dataset>/<method>/<preset>_seed<k>_<hash8>/`` holding config.json, split.json,
+checkpoints/, train_log.jsonl, metrics.csv (and error.txt for a failed run). The config hash is
+the sha256 of the canonical JSON of (method, method config, dataset, dataset options, run config,
+device type, precision, seed, preset, protocol, package version). A run already ``done`` in the
+store with the same hash is skipped unless ``force``; an interrupted run resumes from its
+checkpoints. One failing run is recorded as failed and the grid goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import fnmatch
+import hashlib
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .config import apply_overrides
+from .engine.data import limit, make_batches, prepare
+from .engine.device import reset_peak_memory, resolve_device, resolve_precision, seed_everything
+from .engine.evaluate import evaluate, metric_suite
+from .engine.profile import profile_method
+from .engine.run_config import RunConfig
+from .engine.train import train
+from .method import Method
+from .presets import Preset, load_preset
+from .registry import DATASETS, METHODS, RegistryError
+from .store import ResultsStore
+
+# run-config fields that do not change results (left out of the config hash)
+_HASH_EXCLUDE = {"device", "precision", "num_workers", "profile", "profile_warmup", "profile_steps",
+                 "latency_repeats"}
+
+
+class UsageError(ValueError):
+    """Bad user input found while planning (nothing has been written)."""
+
+
+@dataclass
+class RunSpec:
+    method: str
+    dataset: str
+    seed: int
+    preset: str
+    method_obj: Method
+    dataset_options: dict[str, Any]
+    run_cfg: RunConfig
+    device: torch.device
+    precision: str
+    config: dict[str, Any] = field(default_factory=dict)
+    config_hash: str = ""
+
+    def run_dir(self, out: Path) -> Path:
+        return Path(out) / self.dataset / self.method / f"{self.preset}_seed{self.seed}_{self.config_hash[:8]}"
+
+
+@dataclass
+class Plan:
+    specs: list[RunSpec]
+    datasets: dict[str, Any]  # name -> MultiRaterDataset
+    preset: Preset
+
+
+@dataclass
+class Outcome:
+    spec: RunSpec
+    status: str  # done | failed | skipped
+    run_id: str | None = None
+    error: str | None = None
+    run_dir: Path | None = None
+
+
+def _jsonable(x: Any) -> Any:
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return _jsonable(dataclasses.asdict(x))
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in sorted(x.items())}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, Path):
+        return str(x)
+    if isinstance(x, float | int | str | bool) or x is None:
+        return x
+    return str(x)
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON (sorted keys, compact) of ``config``."""
+    return hashlib.sha256(json.dumps(_jsonable(config), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def parse_sets(sets: Sequence[str]) -> list[tuple[str, str]]:
+    """``["a=1", "dpersona.b=2"]`` -> ``[("a","1"), ("dpersona.b","2")]``; UsageError if no '='."""
+    out = []
+    for s in sets:
+        key, sep, value = s.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set {s!r}: expected key=value, method.key=value, dataset.key=value or run.key=value")
+        out.append((key.strip(), value.strip()))
+    return out
+
+
+def _route_sets(pairs, methods: list[str], cfg_fields: dict[str, set[str]]):
+    """Split --set pairs into run, dataset and per-method overrides."""
+    run_o: dict[str, str] = {}
+    ds_o: dict[str, str] = {}
+    meth_o: dict[str, dict[str, str]] = {m: {} for m in methods}
+    for key, value in pairs:
+        scope, dot, sub = key.rpartition(".")
+        if not dot:
+            hits = [m for m in methods if key in cfg_fields[m]]
+            if not hits:
+                valid = sorted(set().union(*cfg_fields.values()))
+                raise UsageError(f"--set {key}: no selected method has this key; valid: {', '.join(valid)}")
+            for m in hits:
+                meth_o[m][key] = value
+        elif scope == "run":
+            run_o[sub] = value
+        elif scope == "dataset":
+            ds_o[sub] = value
+        else:
+            hits = [m for m in methods if fnmatch.fnmatchcase(m, scope)]
+            if not hits:
+                raise UsageError(f"--set {key}: {scope!r} is not a selected method; selected: {', '.join(methods)}"
+                                 " (or use run.KEY / dataset.KEY)")
+            for m in hits:
+                meth_o[m][sub] = value
+    return run_o, ds_o, meth_o
+
+
+def _check_options(factory: Callable, dataset: str, opts: dict[str, Any]) -> None:
+    """UsageError naming the valid options if ``opts`` has a key the factory does not take."""
+    import inspect
+
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [n for n in params if n != "root"]
+    unknown = sorted(set(opts) - set(valid))
+    if unknown:
+        raise UsageError(f"dataset {dataset!r}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+
+
+def plan_grid(methods: str, datasets: str = "synthetic", seeds: Sequence[int] = (0,), preset: str = "default",
+              sets: Sequence[str] = (), data_root: str | Path | None = None, device: str | None = None,
+              precision: str | None = None) -> Plan:
+    """Validate every input and build the run specs (and datasets). Writes nothing.
+
+    Raises UsageError (a one-line message naming the valid choices) on bad input.
+    """
+    try:
+        preset_obj = load_preset(preset)
+        method_names = METHODS.resolve(methods)
+        dataset_names = DATASETS.resolve(datasets)
+        if not seeds:
+            raise UsageError("--seeds: give at least one seed")
+        defaults = {m: METHODS.get(m)().cfg for m in method_names}
+        fields = {m: {f.name for f in dataclasses.fields(c)} for m, c in defaults.items()}
+        run_o, ds_o, meth_o = _route_sets(parse_sets(sets), method_names, fields)
+        run_values = {**preset_obj.run, **run_o}
+        if device is not None:
+            run_values["device"] = device
+        if precision is not None:
+            run_values["precision"] = precision
+        run_cfg = apply_overrides(RunConfig(), run_values, where="run")
+        dev = resolve_device(run_cfg.device)
+        prec = resolve_precision(run_cfg.precision, dev)
+        built: dict[str, Any] = {}
+        ds_opts: dict[str, dict[str, Any]] = {}
+        for d in dataset_names:
+            opts = {**preset_obj.dataset_options(d), **ds_o}
+            if data_root is not None:
+                root = Path(data_root).expanduser()
+                if not root.exists():
+                    raise UsageError(f"--data-root {root}: does not exist")
+            else:
+                root = None
+            factory = DATASETS.get(d)
+            _check_options(factory, d, opts)
+            built[d] = factory(root=root, **opts)
+            ds_opts[d] = opts
+        objs: dict[str, Method] = {}
+        for m in method_names:
+            over = {**preset_obj.method_overrides(m, defaults[m]), **meth_o[m]}
+            cfg = apply_overrides(defaults[m], over, where=f"method {m!r}") if over else defaults[m]
+            objs[m] = METHODS.get(m)(cfg)
+    except UsageError:
+        raise
+    except (RegistryError, ValueError, TypeError, FileNotFoundError, KeyError) as exc:
+        raise UsageError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+    specs = []
+    for d in dataset_names:
+        for m in method_names:
+            for seed in seeds:
+                run_part = {k: v for k, v in dataclasses.asdict(run_cfg).items() if k not in _HASH_EXCLUDE}
+                config = {
+                    "method": m, "method_config": objs[m].cfg, "dataset": d, "dataset_options": ds_opts[d],
+                    "run": run_part, "device_type": dev.type, "precision": prec, "seed": int(seed),
+                    "preset": preset_obj.name, "protocol": run_cfg.protocol, "package_version": __version__,
+                }
+                spec = RunSpec(m, d, int(seed), preset_obj.name, objs[m], ds_opts[d], run_cfg, dev, prec,
+                               config=_jsonable(config), config_hash=config_hash(config))
+                specs.append(spec)
+    return Plan(specs, built, preset_obj)
+
+
+# -- one run ------------------------------------------------------------------------------------
+def make_run_split(dataset, cfg: RunConfig):
+    """The split for a run (the datasets helper's ``make_split``; split seed 0 for every seed,
+    so seeds repeat training on the same split)."""
+    try:
+        from .datasets.splits import make_split
+    except ImportError:  # datasets helper's splits not installed: a plain patient-grouped split
+        return _grouped_split(dataset, cfg)
+    return make_split(dataset, protocol=cfg.protocol, seed=0, val_fraction=cfg.val_fraction,
+                      test_fraction=cfg.test_fraction, num_folds=cfg.num_folds, fold=cfg.fold)
+
+
+def _grouped_split(dataset, cfg: RunConfig):
+    """Patients (group_id) shuffled with seed 0, cut into test / val / train fractions."""
+    import numpy as np
+
+    from .datasets.base import Split
+
+    groups = sorted(set(dataset.group_ids))
+    order = np.random.default_rng(0).permutation(len(groups))
+    n_test = max(1, round(cfg.test_fraction * len(groups)))
+    n_val = max(1, round(cfg.val_fraction * len(groups))) if cfg.val_fraction > 0 else 0
+    part = {groups[g]: ("test" if i < n_test else "val" if i < n_test + n_val else "train")
+            for i, g in enumerate(order)}
+    idx: dict[str, list[int]] = {"train": [], "val": [], "test": []}
+    for i, g in enumerate(dataset.group_ids):
+        idx[part[g]].append(i)
+    return Split(tuple(idx["train"]), tuple(idx["val"]), tuple(idx["test"]), cfg.protocol)
+
+
+def _split_json(split) -> Any:
+    try:
+        from .datasets.splits import split_to_json
+
+        out = split_to_json(split)
+        return json.loads(out) if isinstance(out, str) else out
+    except ImportError:
+        return {"train": list(split.train), "val": list(split.val), "test": list(split.test),
+                "protocol": split.protocol}
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    env = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
+           "device": str(device), "platform": platform.platform(), "hostname": socket.gethostname(),
+           "cpu_count": os.cpu_count()}
+    if device.type == "cuda":
+        env["device_name"] = torch.cuda.get_device_name(device)
+    else:
+        env["device_name"] = platform.processor() or platform.machine()
+    return env
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _write_metrics_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=["case_id", "metric", "rater", "value"])
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r.get(k) for k in ("case_id", "metric", "rater", "value")})
+
+
+def run_one(spec: RunSpec, dataset, out: Path, store: ResultsStore, force: bool = False, quiet: bool = True,
+            log: Callable[[str], None] = lambda s: None) -> Outcome:
+    """Train, evaluate, profile and store one run. Exceptions (not KeyboardInterrupt) are recorded
+    as a failed run; a Ctrl-C or a kill leaves the store untouched and the checkpoints to resume."""
+    run_dir = spec.run_dir(out)
+    if not force:
+        done = store.done_run_id(spec.config_hash)
+        if done is not None:
+            log(f"skip {spec.method} {spec.dataset} seed {spec.seed}: done as {done}")
+            return Outcome(spec, "skipped", done, run_dir=run_dir)
+    if force and run_dir.exists():
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        (run_dir / "train_log.jsonl").unlink(missing_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "error.txt").unlink(missing_ok=True)
+    cfg, dev = spec.run_cfg, spec.device
+    run_id = f"{spec.config_hash[:8]}-{uuid.uuid4().hex[:8]}"
+    started, t_start = _now(), time.perf_counter()
+    run_row: dict[str, Any] = {
+        "run_id": run_id, "method": spec.method, "dataset": spec.dataset, "seed": spec.seed,
+        "preset": spec.preset, "protocol": cfg.protocol, "config_json": spec.config,
+        "config_hash": spec.config_hash,
+        "capabilities": ",".join(sorted(c.value for c in spec.method_obj.info.capabilities)),
+        "convention": cfg.convention, "n_samples": cfg.n_samples, "git_commit": git_commit(),
+        "package_version": __version__, "env_json": environment(dev), "run_dir": str(run_dir),
+        "started_at": started,
+    }
+    (run_dir / "config.json").write_text(json.dumps({**spec.config, "config_hash": spec.config_hash}, indent=2,
+                                                    sort_keys=True), encoding="utf-8")
+    try:
+        split = make_run_split(dataset, cfg)
+        (run_dir / "split.json").write_text(json.dumps(_split_json(split), indent=1), encoding="utf-8")
+        seed_everything(spec.seed)
+        model = spec.method_obj.build(dataset.info).to(dev)
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        reset_peak_memory(dev)
+        names = [n for n in cfg.metrics.split(",") if n.strip()] or None
+
+        def suite_factory(ns=None):
+            return metric_suite(ns or names, cfg.convention, cfg.threshold)
+
+        result = train(spec.method_obj, model, dataset, split, cfg, run_dir, spec.seed, dev, spec.precision,
+                       method_name=spec.method, quiet=quiet, suite_factory=suite_factory)
+        t_eval = time.perf_counter()
+        rows = evaluate(spec.method_obj, model, dataset, split.test, cfg.n_samples, dev, cfg.eval_bs,
+                        suite=suite_factory(), precision=spec.precision, image_size=cfg.image_size,
+                        channels_last=cfg.channels_last, max_cases=cfg.max_eval_cases)
+        eval_wall = time.perf_counter() - t_eval
+        _write_metrics_csv(run_dir / "metrics.csv", rows)
+        prof: list[dict[str, Any]] = []
+        if cfg.profile:
+            idx = limit(list(split.test) or list(split.train), cfg.eval_bs)
+            batch = prepare(next(iter(make_batches(dataset, idx, cfg.eval_bs, False, 0))), dev, cfg.image_size,
+                            cfg.channels_last)
+            prof = profile_method(spec.method_obj, model, batch, dev, cfg.n_samples, spec.precision,
+                                  cfg.profile_warmup, cfg.profile_steps, cfg.latency_repeats)
+        prof += [{"name": f"wall_s_{s}", "value": w, "unit": "s"} for s, w in result.stage_wall_s.items()]
+        prof.append({"name": "eval_wall_s", "value": eval_wall, "unit": "s"})
+        run_row.update(status="done", finished_at=_now(), wall_s=time.perf_counter() - t_start)
+        store.write_run(run_row, rows, prof)
+        log(f"done {spec.method} {spec.dataset} seed {spec.seed} -> {run_dir}")
+        return Outcome(spec, "done", run_id, run_dir=run_dir)
+    except Exception as exc:  # noqa: BLE001 - one failing run must not stop the grid
+        err = f"{type(exc).__name__}: {exc}"
+        (run_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+        run_row.update(status="failed", error=err, finished_at=_now(), wall_s=time.perf_counter() - t_start)
+        store.write_run(run_row, [], [])
+        log(f"FAILED {spec.method} {spec.dataset} seed {spec.seed}: {err}")
+        return Outcome(spec, "failed", run_id, err, run_dir)
+
+
+def run_grid(plan: Plan, out: str | Path = "runs", store_path: str | Path = "runs/results.sqlite",
+             force: bool = False, quiet: bool = True, log: Callable[[str], None] = lambda s: None) -> list[Outcome]:
+    """Run every spec of ``plan`` in order; returns one Outcome per spec."""
+    out = Path(out)
+    store = ResultsStore(store_path)
+    try:
+        return [run_one(s, plan.datasets[s.dataset], out, store, force, quiet, log) for s in plan.specs]
+    finally:
+        store.close()
+
+
+# -- summary ------------------------------------------------------------------------------------
+SUMMARY_METRICS = ("ged", "dice_soft", "dice_match", "per_rater_dice_mean", "consensus_dice")
+SUMMARY_PROFILE = ("params", "flops_per_image", "train_images_per_s", "infer_images_per_s", "latency_p50_ms")
+
+
+def summarize(store: ResultsStore, run_ids: Sequence[str]):
+    """A frame: one row per (dataset, method), mean over seeds of per-run case means of the key
+    metrics and profile values; NaN where a method has no such output."""
+    import pandas as pd
+
+    runs = store.runs()
+    runs = runs[runs["run_id"].isin(list(run_ids))]
+    if runs.empty:
+        return pd.DataFrame()
+    m = store.metrics(run_ids)
+    p = store.profile(run_ids)
+    per_run = m[m["metric"].isin(SUMMARY_METRICS)].groupby(["run_id", "metric"])["value"].mean().unstack()
+    prof = p[p["name"].isin(SUMMARY_PROFILE)].pivot_table(index="run_id", columns="name", values="value")
+    table = runs.set_index("run_id")[["dataset", "method"]].join(per_run).join(prof)
+    cols = [c for c in (*SUMMARY_METRICS, *SUMMARY_PROFILE)]
+    for c in cols:
+        if c not in table:
+            table[c] = float("nan")
+    return table.groupby(["dataset", "method"], sort=False)[cols].mean().reset_index()
