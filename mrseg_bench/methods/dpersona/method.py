@@ -104,6 +104,7 @@ class DPersona(Method):
         else:
             out = stage2_losses(net, images, masks, valid, bank_size=c.bank_train,
                                 frozen_no_grad=not c.faithful_stage2)
+        out = {k: v if k == "loss" else v.detach() for k, v in out.items()}
         step = self._steps[stage.name]
         self._steps[stage.name] += 1
         if not bool(torch.isfinite(out["loss"])):
