@@ -1,0 +1,231 @@
+"""The CI regression gate: compare the store's latest done runs with a committed baseline.
+
+Baseline JSON (``benchmarks/baseline.json``)::
+
+    {"version": 1,
+     "tolerance": {"default": 0.02, "<metric>": ...},   # absolute, in the metric's units
+     "entries": [{"method", "dataset", "preset", "seed", "metric", "value"}, ...],
+     "throughput": {"enabled": false, "rel_tolerance": 0.5,
+                    "entries": [{"method", "dataset", "preset", "seed", "value"}, ...]}}
+
+``value`` is a run's mean over test cases (per-rater metrics as ``per_rater_dice[r]``; null for
+NaN). A metric FAILS when it moved in its bad direction by more than its tolerance (lower for
+higher-is-better, higher for lower-is-better, either way for descriptive metrics such as
+``sample_diversity`` and ``rater_disagreement``); moving the good way is reported, not failed.
+A baselined run or metric that is missing now fails. Runs or metrics absent from the baseline
+are listed as new. Throughput (inference images/s) is compared only when ``enabled`` (shared
+CI machines are noisy): it fails when it dropped by more than ``rel_tolerance`` (relative).
+
+Tolerance: the smoke run is seeded and deterministic on one machine with the same threads, so
+a rerun reproduces the values to ~1e-6; across machines, BLAS/thread counts and library
+versions change float summation order and, through training, the metrics by up to about 1e-2
+on a few test cases. The default 0.02 (absolute) sits above that noise and below a real
+regression of a method; ``tolerance=`` (CLI ``--tolerance``) overrides every metric's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from .aggregate import profile_values, run_means
+from .columns import base_metric, higher_is_better
+from .loader import load_results
+
+VERSION = 1
+DEFAULT_TOLERANCE: dict[str, float] = {"default": 0.02}
+DEFAULT_THROUGHPUT = {"enabled": False, "rel_tolerance": 0.5}
+RUN_KEY = ("method", "dataset", "preset", "seed")
+_EPS = 1e-12
+
+
+def _num(x: Any) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return None if math.isnan(x) else x
+
+
+def current_values(store_path: Path) -> tuple[list[dict], list[dict]]:
+    """(metric entries, throughput entries) of the store's latest done runs."""
+    results = load_results(store_path)
+    means = run_means(results)
+    entries = [
+        {"method": r.method, "dataset": r.dataset, "preset": r.preset, "seed": int(r.seed),
+         "metric": r.key, "value": _num(r.value)}
+        for r in means.itertuples(index=False)
+    ]
+    prof = profile_values(results)
+    prof = prof[prof["key"] == "infer_images_per_s"]
+    thr = [
+        {"method": r.method, "dataset": r.dataset, "preset": r.preset, "seed": int(r.seed),
+         "value": _num(r.value)}
+        for r in prof.itertuples(index=False)
+    ]
+    key = lambda e: (e["dataset"], e["preset"], e["method"], e["seed"], e.get("metric", ""))  # noqa: E731
+    return sorted(entries, key=key), sorted(thr, key=key)
+
+
+def load_baseline(path: Path) -> dict[str, Any]:
+    """Read and validate a baseline file; ValueError names the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"baseline {path}: no such file (create it with --update)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"baseline {path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("version") != VERSION:
+        raise ValueError(f"baseline {path}: expected an object with \"version\": {VERSION}")
+    tol = data.get("tolerance", DEFAULT_TOLERANCE)
+    if not isinstance(tol, dict) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in tol.values()):
+        raise ValueError(f"baseline {path}: \"tolerance\" must map metric names to numbers >= 0")
+    entries = data.get("entries")
+    if not isinstance(entries, list):
+        raise ValueError(f"baseline {path}: \"entries\" must be a list")
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict) or any(k not in e for k in (*RUN_KEY, "metric", "value")):
+            raise ValueError(f"baseline {path}: entries[{i}] needs keys {[*RUN_KEY, 'metric', 'value']}")
+        if e["value"] is not None and (isinstance(e["value"], bool) or not isinstance(e["value"], int | float)):
+            raise ValueError(f"baseline {path}: entries[{i}].value must be a number or null")
+    thr = data.get("throughput", {}) or {}
+    if not isinstance(thr, dict) or not isinstance(thr.get("entries", []), list):
+        raise ValueError(f"baseline {path}: \"throughput\" must be an object with a list \"entries\"")
+    data["tolerance"] = {**DEFAULT_TOLERANCE, **tol}
+    data["throughput"] = {**DEFAULT_THROUGHPUT, "entries": [], **thr}
+    return data
+
+
+def _run_id(e: dict) -> tuple:
+    return tuple(e[k] for k in RUN_KEY)
+
+
+def _fmt(x: float | None) -> str:
+    return "NaN" if x is None else f"{x:.6g}"
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    header = ["method", "dataset", "preset", "seed", "metric", "baseline", "now", "delta", "allowed", "status"]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    return ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+            for r in [header, *rows]]
+
+
+def compare(baseline: dict[str, Any], metric_now: list[dict], thr_now: list[dict],
+            tolerance: float | None = None) -> tuple[bool, str]:
+    """(ok, text) comparing current entries with a loaded baseline (see module doc)."""
+    tol = baseline["tolerance"]
+    now = {(*_run_id(e), e["metric"]): e["value"] for e in metric_now}
+    runs_now = {_run_id(e) for e in metric_now}
+    base_runs = {_run_id(e) for e in baseline["entries"]}
+    fails: list[list[str]] = []
+    better: list[list[str]] = []
+    n_ok = 0
+    for run in sorted(base_runs - runs_now, key=str):
+        fails.append([*map(str, run), "*", "", "", "", "", "MISSING RUN"])
+    for e in baseline["entries"]:
+        run = _run_id(e)
+        if run not in runs_now:
+            continue
+        name = str(e["metric"])
+        allowed = float(tolerance if tolerance is not None else tol.get(base_metric(name), tol["default"]))
+        b = _num(e["value"])
+        key = (*run, name)
+        ident = [*map(str, run), name]
+        if key not in now:
+            fails.append([*ident, _fmt(b), "", "", f"{allowed:g}", "MISSING METRIC"])
+            continue
+        v = now[key]
+        if b is None or v is None:
+            if (b is None) == (v is None):
+                n_ok += 1
+            else:
+                fails.append([*ident, _fmt(b), _fmt(v), "", f"{allowed:g}", "WORSE (NaN changed)"])
+            continue
+        delta = v - b
+        hib = higher_is_better(name)
+        bad = {True: -delta, False: delta, None: abs(delta)}[hib]
+        row = [*ident, _fmt(b), _fmt(v), f"{delta:+.3g}", f"{allowed:g}"]
+        if bad > allowed + _EPS:
+            fails.append([*row, "WORSE" if hib is not None else "CHANGED"])
+        elif hib is not None and -bad > allowed + _EPS:
+            better.append([*row, "better"])
+        else:
+            n_ok += 1
+    base_keys = {(*_run_id(e), e["metric"]) for e in baseline["entries"]}
+    new = sorted({k for k in now if k not in base_keys}, key=str)
+    thr_lines: list[str] = []
+    thr = baseline["throughput"]
+    if thr.get("enabled"):
+        rel = float(thr.get("rel_tolerance", 0.5))
+        cur = {_run_id(e): e["value"] for e in thr_now}
+        for e in thr["entries"]:
+            b, v = _num(e["value"]), cur.get(_run_id(e))
+            ident = [*map(str, _run_id(e)), "infer_images_per_s"]
+            if v is None:
+                fails.append([*ident, _fmt(b), "", "", f"-{rel:.0%}", "MISSING THROUGHPUT"])
+            elif b is not None and v < b * (1 - rel):
+                fails.append([*ident, _fmt(b), _fmt(v), f"{(v - b) / b:+.0%}", f"-{rel:.0%}", "SLOWER"])
+            else:
+                thr_lines.append(f"throughput {'/'.join(ident[:4])}: {_fmt(v)} img/s (baseline {_fmt(b)})")
+    ok = not fails
+    tol_text = f"{tolerance:g} for all metrics" if tolerance is not None else str(tol)
+    lines = [f"regression check: {'PASS' if ok else 'FAIL'} — {n_ok} within tolerance, "
+             f"{len(better)} better, {len(fails)} failing, {len(new)} new "
+             f"(tolerance {tol_text})"]
+    if fails:
+        lines += ["", "Failing:"] + _table(fails)
+    if better:
+        lines += ["", "Better than baseline (fine; update the baseline to lock it in):"] + _table(better)
+    if new:
+        lines += ["", "Not in baseline (new): " + ", ".join("/".join(map(str, k)) for k in new[:20])
+                  + (f" ... (+{len(new) - 20})" if len(new) > 20 else "")]
+    lines += thr_lines
+    return ok, "\n".join(lines)
+
+
+def write_baseline(path: Path, metric_now: list[dict], thr_now: list[dict],
+                   previous: dict[str, Any] | None = None) -> None:
+    """Write a baseline from current entries, keeping a previous file's tolerance and
+    throughput settings."""
+    tol = dict(previous["tolerance"]) if previous else dict(DEFAULT_TOLERANCE)
+    thr_prev = previous["throughput"] if previous else DEFAULT_THROUGHPUT
+    data = {
+        "version": VERSION,
+        "tolerance": tol,
+        "entries": metric_now,
+        "throughput": {"enabled": bool(thr_prev.get("enabled", False)),
+                       "rel_tolerance": float(thr_prev.get("rel_tolerance", 0.5)),
+                       "entries": thr_now},
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+
+
+def run_check(store_path: Path, baseline_path: Path, tolerance: float | None = None,
+              update: bool = False) -> tuple[bool, str]:
+    """Compare the store's latest done runs with ``baseline_path`` -> (ok, readable diff).
+
+    ``tolerance`` (absolute, >= 0) overrides the baseline's per-metric tolerances.
+    ``update=True`` writes the current values as the new baseline (keeping its tolerance and
+    throughput settings when the file exists) and returns (True, a summary).
+    """
+    store_path, baseline_path = Path(store_path), Path(baseline_path)
+    if tolerance is not None and (not math.isfinite(tolerance) or tolerance < 0):
+        raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance}")
+    metric_now, thr_now = current_values(store_path)
+    if update:
+        if not metric_now:
+            raise ValueError(f"results store {store_path}: no finished runs with metrics; "
+                             "refusing to write an empty baseline")
+        previous = load_baseline(baseline_path) if baseline_path.is_file() else None
+        write_baseline(baseline_path, metric_now, thr_now, previous)
+        runs = {_run_id(e) for e in metric_now}
+        return True, (f"baseline {baseline_path} written: {len(runs)} runs, "
+                      f"{len(metric_now)} metric values, {len(thr_now)} throughput values")
+    baseline = load_baseline(baseline_path)
+    return compare(baseline, metric_now, thr_now, tolerance)

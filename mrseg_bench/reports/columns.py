@@ -1,0 +1,162 @@
+"""What each report column is: label, direction (higher/lower is better), required capability.
+
+Metric directions come from ``mrseg_bench.metrics.suite.MetricSuite.higher_is_better`` when that
+module knows the name; the table below is the fallback (and covers profile columns).
+``sample_diversity`` and ``rater_disagreement`` are descriptive (direction ``None``: no arrow,
+no bold): a good method matches the raters' disagreement, it does not maximise diversity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..types import Capability
+
+DESCRIPTIVE = frozenset({"sample_diversity", "rater_disagreement"})
+
+_FALLBACK_HIGHER: dict[str, bool | None] = {
+    "ged": False,
+    "dice_soft": True,
+    "dice_max": True,
+    "dice_max_reverse": True,
+    "dice_match": True,
+    "hm_iou": True,
+    "ncc": True,
+    "sample_diversity": None,
+    "rater_disagreement": None,
+    "per_rater_dice": True,
+    "per_rater_dice_mean": True,
+    "per_rater_dice_matched": True,
+    "consensus_dice": True,
+    "consensus_dice_soft": True,
+    # profile
+    "params": False,
+    "flops_per_image": False,
+    "train_images_per_s": True,
+    "infer_images_per_s": True,
+    "latency_p50_ms": False,
+    "latency_p95_ms": False,
+    "peak_memory_mb": False,
+    "eval_wall_s": False,
+}
+
+_REQUIRES: dict[str, Capability] = {
+    "ged": Capability.DIVERSE,
+    "dice_soft": Capability.DIVERSE,
+    "dice_max": Capability.DIVERSE,
+    "dice_max_reverse": Capability.DIVERSE,
+    "dice_match": Capability.DIVERSE,
+    "hm_iou": Capability.DIVERSE,
+    "ncc": Capability.DIVERSE,
+    "sample_diversity": Capability.DIVERSE,
+    "rater_disagreement": Capability.DIVERSE,
+    "per_rater_dice": Capability.PERSONALIZED,
+    "per_rater_dice_mean": Capability.PERSONALIZED,
+    "per_rater_dice_matched": Capability.PERSONALIZED,
+    "consensus_dice": Capability.CONSENSUS,
+    "consensus_dice_soft": Capability.CONSENSUS,
+}
+
+LABELS: dict[str, str] = {
+    "ged": "GED",
+    "dice_soft": "Dice_soft",
+    "dice_max": "Dice_max",
+    "dice_max_reverse": "Dice_max_rev",
+    "dice_match": "Dice_match",
+    "hm_iou": "HM-IoU",
+    "ncc": "NCC",
+    "sample_diversity": "Sample div.",
+    "rater_disagreement": "Rater disagr.",
+    "per_rater_dice_mean": "Mean",
+    "per_rater_dice_matched": "Matched",
+    "consensus_dice": "Consensus Dice",
+    "params": "Params (M)",
+    "flops_per_image": "GFLOPs/img",
+    "train_images_per_s": "Train img/s",
+    "infer_images_per_s": "Infer img/s",
+    "latency_p50_ms": "Latency p50 (ms)",
+    "peak_memory_mb": "Peak mem (MB)",
+    "device": "Device",
+}
+
+
+def base_metric(key: str) -> str:
+    """``"per_rater_dice[2]"`` -> ``"per_rater_dice"``; other keys unchanged."""
+    return key.split("[", 1)[0]
+
+
+def _suite_direction(name: str) -> bool | None:
+    try:
+        from ..metrics.suite import MetricSuite  # written by the metrics helper
+    except ImportError:
+        return None
+    try:
+        return bool(MetricSuite.higher_is_better(name))
+    except Exception:  # noqa: BLE001 - unknown to the suite: use the fallback
+        return None
+
+
+def higher_is_better(key: str) -> bool | None:
+    """True / False, or None for descriptive or unknown columns (no arrow, no bold)."""
+    name = base_metric(key)
+    if name in DESCRIPTIVE:
+        return None
+    found = _suite_direction(name)
+    if found is not None:
+        return found
+    if name.startswith("wall_s_"):
+        return False
+    return _FALLBACK_HIGHER.get(name)
+
+
+def required_capability(key: str) -> Capability | None:
+    """The capability a method must declare for this metric column (None: any method)."""
+    name = base_metric(key)
+    try:
+        from ..metrics.suite import MetricSuite
+
+        spec = MetricSuite.spec(name)
+        return Capability(spec.requires)
+    except Exception:  # noqa: BLE001 - suite missing or name unknown to it
+        return _REQUIRES.get(name)
+
+
+def label(key: str) -> str:
+    """Plain-text column label (renderers escape it)."""
+    if key.startswith("per_rater_dice[") and key.endswith("]"):
+        return f"R{int(key[len('per_rater_dice['):-1]) + 1}"
+    return LABELS.get(key, key)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One numeric or text column of a report table; ``scale`` divides values for display."""
+
+    key: str
+    label: str
+    higher_is_better: bool | None
+    fmt: str = ".3f"
+    scale: float = 1.0
+    text: bool = False
+    significance: bool = False
+
+
+def metric_column(key: str) -> Column:
+    return Column(key, label(key), higher_is_better(key), fmt=".3f", significance=True)
+
+
+COST_FORMATS: dict[str, tuple[str, float]] = {
+    "params": (".2f", 1e6),
+    "flops_per_image": (".2f", 1e9),
+    "train_images_per_s": (".1f", 1.0),
+    "infer_images_per_s": (".1f", 1.0),
+    "latency_p50_ms": (".1f", 1.0),
+    "peak_memory_mb": (".0f", 1.0),
+}
+
+
+def cost_column(key: str) -> Column:
+    if key == "device":
+        return Column("device", label("device"), None, text=True)
+    fmt, scale = COST_FORMATS.get(key, (".3g", 1.0))
+    return Column(key, label(key), higher_is_better(key), fmt=fmt, scale=scale)
