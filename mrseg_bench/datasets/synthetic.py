@@ -1,0 +1,246 @@
+"""The embedded default dataset: procedural CT/MR-like patches with four raters of known style.
+
+Case ``i`` depends only on ``(seed, i)`` (``numpy.random.default_rng([seed, i])``), is generated on
+the fly (vectorised numpy/scipy, no files) and cached in memory when ``cache=True``.
+
+Image (1 channel, ``image_size`` square): smooth low- and mid-frequency texture plus white noise,
+and 1-3 lesions: star-shaped blobs ``rho < r0 * (1 + sum_k a_k cos(k theta + phi_k))`` (k = 2..4),
+each with its own contrast ``c ~ U(0.15, 1)``, blurred into the image. The union of the lesions is
+the hidden TRUE object. Each lesion has a radial signed distance ``d = rho - r(theta)`` (pixels,
+negative inside). Every annotation adds a smooth random boundary jitter ``J(theta)`` (k = 1..3,
+amplitude ``jitter * image_size``) to ``d`` and then applies its rater's style:
+
+===  ===========  ====================================================================
+r    name         style (``RaterStyle``)
+===  ===========  ====================================================================
+0    tight        erodes: ``d + J < -0.045 S`` (about 3 px at 64, 6 px at 128)
+1    generous     dilates: ``d + J < +0.045 S``
+2    smooth       Gaussian-blurs the object (sigma 0.04 S) and keeps ``blur > 0.5``:
+                  rounded outlines, thin protrusions and gaps between lesions smoothed
+3    strong-only  annotates the true outline but skips faint lesions (contrast < 0.5): an
+                  empty mask when every lesion is faint (about 1 case in 4)
+===  ===========  ====================================================================
+
+Mean foreground area relative to the true object (64 px, 200 cases): tight 0.35, strong-only
+0.6, smooth 0.9, generous 2.0, so smallest first tight < strong-only < smooth < generous
+(``EXPECTED_AREA_ORDER``). ``oracle_dice`` gives, per rater, the Dice that the rater's style
+applied to the hidden true object (no jitter) reaches against the rater's masks: the ceiling of a
+personalised method; ``shared_oracle_dice`` the Dice of the true object itself against each rater,
+what a single consensus prediction can reach.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from scipy.ndimage import gaussian_filter
+
+from ..types import DatasetInfo, MultiRaterSample
+from ._common import dataset_factory
+from .base import MultiRaterDataset
+
+MAX_LESIONS = 3
+
+
+@dataclass(frozen=True)
+class RaterStyle:
+    """How one synthetic rater turns the hidden object into a mask (lengths in units of the
+    image side ``S``): ``offset`` moves the boundary outwards (negative erodes); ``blur_sigma`` > 0
+    blurs the object and keeps ``blur > level``; lesions with contrast below ``min_contrast`` are
+    skipped; ``jitter`` is the amplitude of the per-annotation random boundary jitter."""
+
+    name: str
+    kind: Literal["offset", "blur_threshold", "contrast_gate"]
+    offset: float = 0.0
+    blur_sigma: float = 0.0
+    level: float = 0.5
+    min_contrast: float = 0.0
+    jitter: float = 0.012
+    description: str = ""
+
+
+DEFAULT_STYLES: tuple[RaterStyle, ...] = (
+    RaterStyle("tight", "offset", offset=-0.045, description="erodes the object"),
+    RaterStyle("generous", "offset", offset=0.045, description="dilates the object"),
+    RaterStyle("smooth", "blur_threshold", blur_sigma=0.04, level=0.5,
+               description="thresholds the blurred object at 0.5: rounded outlines"),
+    RaterStyle("strong-only", "contrast_gate", min_contrast=0.5,
+               description="skips faint lesions (contrast < 0.5)"),
+)
+EXPECTED_AREA_ORDER: tuple[int, ...] = (0, 3, 2, 1)  # rater indices, smallest mean area first
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Dice over the last two axes; both empty -> 1."""
+    inter = (a & b).sum(axis=(-2, -1)).astype(np.float64)
+    total = a.sum(axis=(-2, -1)) + b.sum(axis=(-2, -1))
+    return np.where(total == 0, 1.0, 2 * inter / np.maximum(total, 1))
+
+
+class SyntheticMultiRater(MultiRaterDataset):
+    """Procedural multi-rater set (see module docstring). Each case is its own group (patient)."""
+
+    def __init__(self, num_cases: int = 240, image_size: int = 128, num_raters: int = 4,
+                 seed: int = 0, cache: bool = True) -> None:
+        if num_cases < 1:
+            raise ValueError(f"synthetic: num_cases must be >= 1, got {num_cases}")
+        if image_size < 16:
+            raise ValueError(f"synthetic: image_size must be >= 16, got {image_size}")
+        if not 1 <= num_raters <= len(DEFAULT_STYLES):
+            raise ValueError(f"synthetic: num_raters must be in 1..{len(DEFAULT_STYLES)}, got {num_raters}")
+        if seed < 0:
+            raise ValueError(f"synthetic: seed must be >= 0, got {seed}")
+        self.num_cases, self.size, self.seed = num_cases, image_size, seed
+        self.rater_styles: list[RaterStyle] = list(DEFAULT_STYLES[:num_raters])
+        self.expected_area_order = tuple(r for r in EXPECTED_AREA_ORDER if r < num_raters)
+        self.info = DatasetInfo("synthetic", 1, num_raters, tuple(s.name for s in self.rater_styles),
+                                (image_size, image_size), "fixed")
+        self.cache = cache
+        self.in_memory = cache
+        self._cache: dict[int, MultiRaterSample] = {}
+        self._ids = [f"syn{seed}-{i:05d}" for i in range(num_cases)]
+        s = np.arange(image_size, dtype=np.float64) + 0.5
+        self._yy, self._xx = np.meshgrid(s, s, indexing="ij")
+
+    @property
+    def case_ids(self) -> list[str]:
+        return self._ids
+
+    @property
+    def group_ids(self) -> list[str]:
+        return self._ids
+
+    def __len__(self) -> int:
+        return self.num_cases
+
+    # -- generation -------------------------------------------------------------------------
+    def _draw(self, index: int) -> dict[str, np.ndarray]:
+        """All random numbers of case ``index``, drawn in a fixed order."""
+        if not 0 <= index < self.num_cases:
+            raise IndexError(f"synthetic: index {index} out of range for {self.num_cases} cases")
+        rng = np.random.default_rng([self.seed, index])
+        S, L, R = self.size, MAX_LESIONS, len(DEFAULT_STYLES)
+        return {
+            "n": rng.choice(np.arange(1, L + 1), p=[0.5, 0.35, 0.15]),
+            "center": rng.uniform(0.25, 0.75, size=(L, 2)) * S,
+            "radius": rng.uniform(0.06, 0.15, size=L) * S,
+            "harm_amp": rng.uniform(0.0, 0.12, size=(L, 3)),
+            "harm_phase": rng.uniform(0, 2 * np.pi, size=(L, 3)),
+            "contrast": rng.uniform(0.15, 1.0, size=L),
+            "tex_low": rng.standard_normal((S, S)),
+            "tex_mid": rng.standard_normal((S, S)),
+            "noise": rng.standard_normal((S, S)),
+            "jit_amp": rng.standard_normal((R, L, 3)) / np.sqrt(3),
+            "jit_phase": rng.uniform(0, 2 * np.pi, size=(R, L, 3)),
+        }
+
+    def _geometry(self, p: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Radial signed distance d [L,H,W] (+inf for unused lesions), the angular basis
+        ``exp(i k theta)`` for k = 1..4 as complex [L,4,H,W], and the lesion-in-use flag [L]."""
+        dy = self._yy[None] - p["center"][:, 0, None, None]
+        dx = self._xx[None] - p["center"][:, 1, None, None]
+        rho = np.hypot(dy, dx)
+        z = np.where(rho > 0, (dx + 1j * dy) / np.maximum(rho, 1e-12), 1.0)  # exp(i theta)
+        z2 = z * z
+        basis = np.stack([z, z2, z2 * z, z2 * z2], axis=1)
+        coef = p["harm_amp"] * np.exp(1j * p["harm_phase"])  # sum_k a_k cos(k theta + phi_k)
+        shape = 1 + np.einsum("lk,lkhw->lhw", coef, basis[:, 1:4]).real
+        d = rho - p["radius"][:, None, None] * shape
+        used = np.arange(MAX_LESIONS) < p["n"]
+        return np.where(used[:, None, None], d, np.inf), basis, used
+
+    def _annotate(self, p: dict[str, np.ndarray], d: np.ndarray, basis: np.ndarray,
+                  used: np.ndarray, jitter: bool) -> np.ndarray:
+        """Masks [R,H,W] bool from each rater's style (``jitter=False``: the oracle masks)."""
+        S = self.size
+        R = len(self.rater_styles)
+        if jitter:
+            amp = np.array([st.jitter for st in self.rater_styles])[:, None, None] * S
+            coef = amp * p["jit_amp"][:R] * np.exp(1j * p["jit_phase"][:R])  # [R,L,3], k = 1..3
+            base = d[None] + np.einsum("rlk,lkhw->rlhw", coef, basis[:, 0:3]).real  # [R,L,H,W]
+        else:
+            base = np.broadcast_to(d[None], (R, *d.shape))
+        out = np.empty((R, S, S), dtype=bool)
+        for r, st in enumerate(self.rater_styles):  # 4 fixed styles: each a vectorised expression
+            keep = used & (p["contrast"] >= st.min_contrast)
+            inside = (base[r] < st.offset * S) & keep[:, None, None]
+            obj = inside.any(0)
+            if st.kind == "blur_threshold":
+                obj = gaussian_filter(obj.astype(np.float64), st.blur_sigma * S, mode="constant") > st.level
+            out[r] = obj
+        return out
+
+    def _render(self, p: dict[str, np.ndarray], d: np.ndarray) -> np.ndarray:
+        """The image [H,W] float32: texture + blurred lesions + noise."""
+        S = self.size
+        low = gaussian_filter(p["tex_low"], S / 12, mode="wrap")
+        mid = gaussian_filter(p["tex_mid"], max(S / 64, 0.5), mode="wrap")
+        low *= 0.12 / max(low.std(), 1e-8)
+        mid *= 0.05 / max(mid.std(), 1e-8)
+        lesions = ((d < 0) * p["contrast"][:, None, None]).sum(0)
+        lesions = gaussian_filter(lesions, max(S / 96, 0.5), mode="constant")
+        return (0.3 + low + mid + 0.6 * lesions + 0.04 * p["noise"]).astype(np.float32)
+
+    def true_mask(self, index: int) -> torch.Tensor:
+        """The hidden true object of case ``index`` as a bool [H,W] tensor."""
+        d, _, _ = self._geometry(self._draw(index))
+        return torch.from_numpy((d < 0).any(0))
+
+    def __getitem__(self, index: int) -> MultiRaterSample:
+        if index < 0:
+            index += self.num_cases
+        hit = self._cache.get(index)
+        if hit is None:
+            p = self._draw(index)
+            d, basis, used = self._geometry(p)
+            masks = self._annotate(p, d, basis, used, jitter=True)
+            hit = MultiRaterSample(torch.from_numpy(self._render(p, d))[None],
+                                   torch.from_numpy(masks.astype(np.uint8)),
+                                   torch.ones(len(self.rater_styles), dtype=torch.bool),
+                                   self._ids[index], self._ids[index])
+            hit.validate(f"synthetic case {index}")
+            if self.cache:
+                self._cache[index] = hit
+        return MultiRaterSample(hit.image.clone(), hit.masks.clone(), hit.rater_valid.clone(),
+                                hit.case_id, hit.group_id)
+
+    # -- oracles ----------------------------------------------------------------------------
+    def _oracle_scores(self, indices: list[int] | None) -> tuple[np.ndarray, np.ndarray]:
+        idx = range(self.num_cases) if indices is None else indices
+        own, shared = [], []
+        for i in idx:  # one case at a time: each case is generated from its own RNG stream
+            p = self._draw(i)
+            d, basis, used = self._geometry(p)
+            rater = self._annotate(p, d, basis, used, jitter=True)
+            oracle = self._annotate(p, d, basis, used, jitter=False)
+            truth = (d < 0).any(0)
+            own.append(_dice(oracle, rater))
+            shared.append(_dice(np.broadcast_to(truth, rater.shape), rater))
+        return np.stack(own), np.stack(shared)
+
+    def oracle_dice(self, indices: list[int] | None = None) -> torch.Tensor:
+        """Mean Dice per rater [R] of the rater's style applied to the hidden true object (no
+        jitter) against that rater's masks, over ``indices`` (default: every case). Dice of two
+        empty masks is 1."""
+        return torch.from_numpy(self._oracle_scores(indices)[0].mean(0))
+
+    def shared_oracle_dice(self, indices: list[int] | None = None) -> torch.Tensor:
+        """Mean Dice per rater [R] of the true object itself (one mask for every rater)."""
+        return torch.from_numpy(self._oracle_scores(indices)[1].mean(0))
+
+
+@dataset_factory("synthetic")
+def synthetic(root: str | Path | None = None, num_cases: int = 240, image_size: int = 128,
+              num_raters: int = 4, seed: int = 0, cache: bool = True) -> SyntheticMultiRater:
+    """The embedded synthetic set (``root`` is ignored: nothing is read from disk).
+
+    Options: ``num_cases`` (240), ``image_size`` (128; 64 for smoke runs), ``num_raters`` (1..4,
+    the first styles of ``DEFAULT_STYLES``), ``seed`` (0; case i depends only on (seed, i)),
+    ``cache`` (True: keep generated cases in memory).
+    """
+    return SyntheticMultiRater(num_cases=num_cases, image_size=image_size, num_raters=num_raters,
+                               seed=seed, cache=cache)
