@@ -100,7 +100,7 @@ def stage2_losses(model: DPersonaNet, images: torch.Tensor, masks: torch.Tensor,
     with torch.no_grad() if frozen_no_grad else nullcontext():
         features = model.backbone(images)
         part = model.fcomb.feature_part(features)
-        bank = model.prior.distribution(images).sample((bank_size,)).transpose(0, 1)
+        bank = model.prior.distribution(images).rsample((bank_size,)).detach().transpose(0, 1)
     logits = model.personalized_logits(features, part, bank)
     loss = masked_generalised_dice_loss(logits, masks, rater_valid)
     return {"loss": loss, "personal": loss.detach()}

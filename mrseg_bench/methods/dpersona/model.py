@@ -55,7 +55,9 @@ class DPersonaNet(nn.Module):
     def sample_logits(self, part: torch.Tensor, dist: torch.distributions.Distribution, n: int,
                       reparameterise: bool = False) -> torch.Tensor:
         """Logits ``[B,n,H,W]`` of ``n`` latents drawn from ``dist`` (batch ``B``), decoded at once."""
-        z = dist.rsample((n,)) if reparameterise else dist.sample((n,))
+        z = dist.rsample((n,))  # rsample: torch.normal (sample) checks std on the host
+        if not reparameterise:
+            z = z.detach()
         return self.fcomb.decode(part, z.transpose(0, 1))
 
     def personalized_logits(self, features: torch.Tensor, part: torch.Tensor,
@@ -69,5 +71,5 @@ class DPersonaNet(nn.Module):
         prior = self.prior.distribution(images)
         part = self.fcomb.feature_part(features)
         samples = self.sample_logits(part, prior, n_samples)
-        bank = prior.sample((bank_size,)).transpose(0, 1)
+        bank = prior.rsample((bank_size,)).detach().transpose(0, 1)
         return samples, self.personalized_logits(features, part, bank)
