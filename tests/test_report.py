@@ -24,12 +24,27 @@ from mrseg_bench.store import ResultsStore
 from mrseg_bench.types import Prediction
 
 
+def _toy_cases(k=2, r=3, h=16):
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(h), indexing="ij")
+    disk = lambda rad, k_: ((yy - h // 2 - k_) ** 2 + (xx - h // 2) ** 2 < rad)  # noqa: E731
+    image = torch.stack([disk(20, i).float() for i in range(k)])[:, None]
+    masks = torch.stack([torch.stack([disk(10 + 6 * j, i) for j in range(r)]) for i in range(k)])
+    return image, masks.to(torch.uint8)
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     """Two methods (dpersona: diverse+personalized, probunet: diverse), seeds 0 and 1,
     6 cases, 3 raters; per-rater rows for dpersona only; plus one failed run."""
     d = tmp_path_factory.mktemp("rep")
-    store = write_demo_store(d / "results.sqlite", methods=("dpersona", "probunet"))
+    store = write_demo_store(d / "results.sqlite", methods=("dpersona", "probunet"), run_dir=d / "runs")
+    image, masks = _toy_cases()
+    soft = masks.float() * 0.8 + 0.1
+    ids = ["case000", "case001"]
+    save_qualitative(d / "runs" / "dpersona-synthetic-smoke-s0", image, masks,
+                     Prediction(samples=soft[:, [0, 1, 2, 1, 0, 2]], personalized=soft), ids)
+    save_qualitative(d / "runs" / "probunet-synthetic-smoke-s0", image, masks,
+                     Prediction(samples=soft[:, [2, 1]]), ids)
     with ResultsStore(store) as s:
         s.write_run({"run_id": "broken", "method": "ghost", "dataset": "synthetic", "seed": 0,
                      "preset": "smoke", "config_hash": "h-broken", "status": "failed",
@@ -52,7 +67,7 @@ def test_report_writes_every_file(report):
     for kind in ("diversity", "personalization", "cost"):
         for ext in ("tex", "md", "csv"):
             assert f"synthetic_smoke_{kind}.{ext}" in names
-    for fig in ("throughput", "per_rater"):
+    for fig in ("throughput", "per_rater", "qualitative"):
         for ext in ("png", "pdf"):
             assert f"synthetic_smoke_{fig}.{ext}" in names
     assert {"tables.tex", "report.md"} <= names
@@ -78,7 +93,7 @@ def test_mean_and_std_are_over_seeds(report):
 
 def test_one_seed_has_no_plus_minus(tmp_path):
     store = write_demo_store(tmp_path / "s.sqlite", seeds=(3,))
-    write_report(store, tmp_path / "out")
+    write_report(store, tmp_path / "out", figures=False)
     md = (tmp_path / "out" / "synthetic_smoke_diversity.md").read_text()
     tex = (tmp_path / "out" / "synthetic_smoke_diversity.tex").read_text()
     table = md.split("\n\n")[0]
@@ -165,7 +180,8 @@ def test_paired_pvalues_pair_by_case_id_and_average_seeds():
 def test_latex_escapes_method_names(tmp_path):
     name = "per_rater.multi_head&co%#"
     store = write_demo_store(tmp_path / "s.sqlite", methods=("dpersona", name, "fusion.soft"))
-    paths = write_report(store, tmp_path / "out")
+    paths = write_report(store, tmp_path / "out", figures=False)
+    assert not any(p.suffix == ".png" for p in paths)
     tex = (tmp_path / "out" / "synthetic_smoke_diversity.tex").read_text()
     assert "per\\_rater.multi\\_head\\&co\\%\\#" in tex
     assert name not in tex
@@ -215,34 +231,18 @@ def test_tables_compile_when_a_tex_engine_exists(report, tmp_path):
         assert res.returncode == 0, res.stdout[-2000:]
 
 
-def _toy_cases(k=2, r=3, h=16):
-    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(h), indexing="ij")
-    disk = lambda rad, k_: ((yy - h // 2 - k_) ** 2 + (xx - h // 2) ** 2 < rad)  # noqa: E731
-    image = torch.stack([disk(20, i).float() for i in range(k)])[:, None]
-    masks = torch.stack([torch.stack([disk(10 + 6 * j, i) for j in range(r)]) for i in range(k)])
-    return image, masks.to(torch.uint8)
-
-
-def test_qualitative_grid_and_contract(tmp_path):
-    image, masks = _toy_cases()
-    store = write_demo_store(tmp_path / "s.sqlite", run_dir=tmp_path / "runs")
-    ids = ["case000", "case001"]
-    soft = masks.float() * 0.8 + 0.1
-    save_qualitative(tmp_path / "runs" / "dpersona-synthetic-smoke-s0", image, masks,
-                     Prediction(samples=soft[:, [0, 1, 2, 1, 0, 2]], personalized=soft), ids)
-    save_qualitative(tmp_path / "runs" / "probunet-synthetic-smoke-s0", image, masks,
-                     Prediction(samples=soft[:, [2, 1]]), ids)
-    data = load_qualitative(tmp_path / "runs" / "dpersona-synthetic-smoke-s0" / "qualitative.pt")
+def test_qualitative_contract_and_grid(report, tmp_path):
+    d, _, _ = report
+    data = load_qualitative(d / "runs" / "dpersona-synthetic-smoke-s0" / "qualitative.pt")
     assert data["samples"].shape == (2, 4, 16, 16)  # capped at 4 samples
-    assert data["consensus"] is None and data["case_ids"] == ids
-    paths = write_report(store, tmp_path / "out")
-    names = {p.name for p in paths}
-    assert {"synthetic_smoke_qualitative.png", "synthetic_smoke_qualitative.pdf"} <= names
-    direct = qualitative_grid(image, masks, {"m": Prediction(consensus=soft.mean(1))},
-                              tmp_path / "grid")
+    assert data["personalized"].shape == (2, 3, 16, 16)
+    assert data["consensus"] is None and data["case_ids"] == ["case000", "case001"]
+    image, masks = _toy_cases()
+    soft = masks.float().mean(1)
+    direct = qualitative_grid(image, masks, {"m": Prediction(consensus=soft)}, tmp_path / "grid")
     assert [p.suffix for p in direct] == [".png", ".pdf"] and direct[0].stat().st_size > 1000
     with pytest.raises(ValueError, match="does not match"):
-        qualitative_grid(image, masks, {"m": Prediction(consensus=soft.mean(1)[:, :8])}, tmp_path / "g2")
+        qualitative_grid(image, masks, {"m": Prediction(consensus=soft[:, :8])}, tmp_path / "g2")
 
 
 def test_bad_qualitative_file_names_it(tmp_path):

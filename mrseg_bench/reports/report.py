@@ -54,8 +54,11 @@ def _qualitative(results: Results, runs: pd.DataFrame, reference: str, stem: Pat
 
 
 def write_report(store_path: Path, out_dir: Path, reference: str = "dpersona",
-                 alpha: float = 0.05) -> list[Path]:
+                 alpha: float = 0.05, figures: bool = True) -> list[Path]:
     """Write all report files for the store at ``store_path`` into ``out_dir``; return them.
+
+    ``reference``: the method under study (significance is tested against it, it is listed
+    last); ``alpha``: significance level of the † marker; ``figures=False``: tables only.
 
     Raises FileNotFoundError for a missing store and ValueError when it has no done run.
     """
@@ -96,6 +99,9 @@ def write_report(store_path: Path, out_dir: Path, reference: str = "dpersona",
         methods = method_order(runs["method"].tolist(), reference)
         stats = stats_metrics[(stats_metrics["dataset"] == dataset) & (stats_metrics["preset"] == preset)]
         notes: list[str] = []
+        if not figures:
+            md.append("")
+            continue
         figs = {
             "Metric vs inference throughput": throughput_scatter(
                 stats, methods, out_dir / f"{name}_throughput", title=f"{dataset} ({preset})"),
