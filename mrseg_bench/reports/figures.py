@@ -205,5 +205,7 @@ def qualitative_grid(images: torch.Tensor, raters: torch.Tensor,
             for c, (title, t) in enumerate(cells):
                 show(axes[row + 1 + m, c], t[case].float().cpu().numpy(), title,
                      ylabel=name if c == 0 else None)
+    fig.suptitle("rater masks: white = foreground; method outputs: probability, "
+                 "dark 0 to yellow 1", fontsize=8)
     fig.tight_layout(pad=0.3, h_pad=0.4, w_pad=0.2)
     return save_figure(fig, Path(out_path))
