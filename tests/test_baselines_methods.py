@@ -1,0 +1,132 @@
+"""Contract tests shared by every baseline: build, forward/backward, predict outputs, smoke training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mrseg_bench.method import Stage, create_method
+from mrseg_bench.registry import METHODS
+from mrseg_bench.types import Capability, DatasetInfo, MultiRaterBatch
+
+TINY = {"encoder_name": "tu-resnet10t", "decoder_channels": (16, 16, 8, 8, 8)}
+BASELINES = ["unet", "probunet", "fusion.majority", "fusion.staple", "fusion.soft",
+             "per_rater.separate", "per_rater.multihead"]
+INFO = DatasetInfo("blobs", 1, 3, ("r0", "r1", "r2"), (32, 32))
+STAGE = Stage("train", epochs=1, lr=1e-3)
+
+
+def blobs(b: int = 2, r: int = 3, size: int = 32, seed: int = 0) -> MultiRaterBatch:
+    """Disks at random centres; rater k draws the disk with radius 5 + 2k (a systematic rater
+    style); the image is the middle disk plus noise. Rater 2 of image 0 is invalid."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    centres = torch.randint(10, size - 10, (b, 2), generator=g)
+    dist = ((yy - centres[:, 0, None, None]) ** 2 + (xx - centres[:, 1, None, None]) ** 2).float().sqrt()
+    radii = 5.0 + 2.0 * torch.arange(r).float()
+    masks = (dist[:, None] <= radii[None, :, None, None]).to(torch.uint8)  # [B,R,H,W]
+    image = (dist <= radii.mean()).float()[:, None] + 0.1 * torch.randn(b, 1, size, size, generator=g)
+    valid = torch.ones(b, r, dtype=torch.bool)
+    valid[0, r - 1] = False
+    return MultiRaterBatch(image, masks, valid, [f"c{i}" for i in range(b)], [f"g{i}" for i in range(b)])
+
+
+def tiny(name: str, **extra):
+    return create_method(name, {**TINY, **extra})
+
+
+def test_all_baselines_registered_with_matching_info():
+    for name in BASELINES:
+        method = METHODS.get(name)()
+        assert method.info.name == name
+        assert isinstance(method.cfg, method.info.config_cls)
+        assert method.info.capabilities
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_forward_backward_and_predict_contract(name):
+    torch.manual_seed(0)
+    method = tiny(name)
+    model = method.build(INFO)
+    batch = blobs()
+    model.train()
+    parts = method.training_step(model, batch, STAGE)
+    assert parts["loss"].ndim == 0 and torch.isfinite(parts["loss"])
+    assert all(v.ndim == 0 for v in parts.values())
+    parts["loss"].backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+
+    model.eval()
+    pred = method.predict(model, batch.image, n_samples=5)
+    assert pred.capabilities() == method.info.capabilities  # exactly the declared outputs
+    b, r, h, w = batch.masks.shape
+    for t in (pred.samples, pred.personalized, pred.consensus):
+        if t is not None:
+            assert t.dtype == torch.float32 and 0.0 <= float(t.min()) and float(t.max()) <= 1.0
+    if pred.samples is not None:
+        n = {"probunet": 5, "per_rater.separate": r, "per_rater.multihead": r}.get(name, 1)
+        assert pred.samples.shape == (b, n, h, w)
+    if pred.personalized is not None:
+        assert pred.personalized.shape == (b, r, h, w)
+    if pred.consensus is not None:
+        assert pred.consensus.shape == (b, h, w)
+
+
+def test_declared_capabilities():
+    caps = {n: METHODS.get(n)().info.capabilities for n in BASELINES}
+    D, P, C = Capability.DIVERSE, Capability.PERSONALIZED, Capability.CONSENSUS
+    assert caps["probunet"] == {D}
+    assert caps["unet"] == {D, C}
+    assert caps["fusion.majority"] == caps["fusion.staple"] == caps["fusion.soft"] == {C}
+    assert caps["per_rater.separate"] == caps["per_rater.multihead"] == {P, D}
+
+
+def test_fusion_as_sample_flag_adds_one_flagged_sample():
+    method = tiny("fusion.soft", as_sample="true")
+    assert method.info.capabilities == {Capability.CONSENSUS, Capability.DIVERSE}
+    assert type(method).info.capabilities == {Capability.CONSENSUS}  # class info untouched
+    model = method.build(INFO).eval()
+    pred = method.predict(model, blobs().image, n_samples=7)
+    assert pred.samples.shape == (2, 1, 32, 32)
+    assert torch.equal(pred.samples[:, 0], pred.consensus)
+
+
+def test_batch_with_an_image_without_valid_rater_is_rejected():
+    batch = blobs()
+    batch.rater_valid[1] = False
+    for name in ("unet", "probunet", "fusion.staple", "per_rater.multihead"):
+        method = tiny(name)
+        with pytest.raises(ValueError, match="no valid rater"):
+            method.training_step(method.build(INFO), batch, STAGE)
+
+
+def test_overrides_are_typed():
+    m = create_method("probunet", {"backbone": "kohl", "latent_dim": "3", "beta": "0.5",
+                                   "kohl_filters": "8,16"})
+    assert (m.cfg.latent_dim, m.cfg.beta, m.cfg.kohl_filters) == (3, 0.5, (8, 16))
+    with pytest.raises(ValueError, match="backbone"):
+        create_method("probunet", {"backbone": "vgg"})
+    with pytest.raises(ValueError, match="loss"):
+        create_method("unet", {"loss": "focal"})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", BASELINES)
+def test_smoke_training_lowers_loss(name):
+    torch.manual_seed(0)
+    extra = {"backbone": "kohl", "kohl_filters": (8, 16, 32)} if name == "probunet" else {}
+    method = tiny(name, **extra)
+    model = method.build(INFO)
+    model.train()
+    batch = blobs(b=4, seed=1)
+    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
+    losses = []
+    for _ in range(15):
+        opt.zero_grad()
+        loss = method.training_step(model, batch, STAGE)["loss"]
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert last < 0.9 * first, losses
