@@ -20,6 +20,7 @@ from mrseg_bench.reports.loader import load_results
 from mrseg_bench.reports.qualitative import load_qualitative, save_qualitative
 from mrseg_bench.reports.report import write_report
 from mrseg_bench.reports.significance import paired_pvalues, wilcoxon_p
+from mrseg_bench.reports.tables import build_tables
 from mrseg_bench.store import ResultsStore
 from mrseg_bench.types import Prediction
 
@@ -270,3 +271,15 @@ def test_bad_store_inputs(tmp_path):
     ResultsStore(empty).close()
     with pytest.raises(ValueError, match="no finished"):
         write_report(empty, tmp_path / "out")
+
+
+def test_ties_at_printed_precision_are_all_bold(report):
+    _, store, _ = report
+    table = next(t for t in build_tables(load_results(store)) if t.kind == "diversity")
+    best = table.mean.at["dpersona", "ged"]
+    table.mean.at["probunet", "ged"] = best + 1e-5  # prints the same (3 decimals)
+    assert table.best()["ged"].tolist() == [True, True]  # rows: probunet, dpersona
+    table.mean.at["probunet", "ged"] = best + 0.01
+    assert table.best()["ged"].tolist() == [False, True]
+    table.mean.at["probunet", "ged"] = best - 0.01  # lower GED is better
+    assert table.best()["ged"].tolist() == [True, False]

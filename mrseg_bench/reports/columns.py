@@ -70,6 +70,7 @@ LABELS: dict[str, str] = {
     "per_rater_dice_mean": "Mean",
     "per_rater_dice_matched": "Matched",
     "consensus_dice": "Consensus Dice",
+    "consensus_dice_soft": "Consensus Dice_soft",
     "params": "Params (M)",
     "flops_per_image": "GFLOPs/img",
     "train_images_per_s": "Train img/s",
@@ -147,7 +148,7 @@ def metric_column(key: str) -> Column:
 
 COST_FORMATS: dict[str, tuple[str, float]] = {
     "params": (".2f", 1e6),
-    "flops_per_image": (".2f", 1e9),
+    "flops_per_image": (".3g", 1e9),
     "train_images_per_s": (".1f", 1.0),
     "infer_images_per_s": (".1f", 1.0),
     "latency_p50_ms": (".1f", 1.0),

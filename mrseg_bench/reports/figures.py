@@ -124,14 +124,15 @@ def per_rater_bars(stats: pd.DataFrame, methods: list[str], stem: Path, title: s
     for i, method in enumerate(shown):
         m = mean.loc[method].reindex(keys).to_numpy(dtype=float)
         s = std.loc[method].reindex(keys).to_numpy(dtype=float)
+        yerr = np.where(np.isfinite(s), s, 0.0) if np.isfinite(s).any() else None  # one seed: none
         ax.bar(x + (i - (len(shown) - 1) / 2) * width, np.nan_to_num(m), width,
-               yerr=np.where(np.isfinite(s), s, 0.0), capsize=3, color=style[method][0],
+               yerr=yerr, capsize=3, color=style[method][0],
                label=method, edgecolor="black", linewidth=0.5)
     ax.set_xticks(x, [label(k) for k in keys])
     ax.set_ylabel("Dice (output r vs rater r)")
     ax.set_ylim(0, 1.05)
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     if title:
         ax.set_title(title)
     fig.tight_layout()

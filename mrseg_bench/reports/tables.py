@@ -62,8 +62,9 @@ class Table:
         return f"{self.dataset}_{self.preset}_{self.kind}" if self.preset else f"{self.dataset}_{self.kind}"
 
     def best(self) -> pd.DataFrame:
-        """Bool mask: the best mean per column by its direction (ties all True); columns
-        without a direction, text columns and unavailable cells are never best."""
+        """Bool mask: the best mean per column by its direction, plus cells that print the
+        same as the best (ties); columns without a direction, text columns and unavailable
+        cells are never best."""
         out = pd.DataFrame(False, index=self.mean.index, columns=self.mean.columns)
         for col in self.columns:
             if col.text or col.higher_is_better is None:
@@ -72,7 +73,9 @@ class Table:
             if vals.notna().sum() == 0:
                 continue
             best = vals.max() if col.higher_is_better else vals.min()
-            out[col.key] = (vals == best).fillna(False)
+            # ties: equal numbers, or equal at the printed precision (what a reader sees)
+            shown = vals.map(lambda v, c=col: format(v / c.scale, c.fmt) if pd.notna(v) else "")
+            out[col.key] = ((vals == best) | (shown == format(best / col.scale, col.fmt))).fillna(False)
         return out
 
     def significant(self) -> pd.DataFrame:
