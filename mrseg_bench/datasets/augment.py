@@ -42,16 +42,12 @@ def affine_theta(hflip: torch.Tensor, vflip: torch.Tensor, angle: torch.Tensor,
     return theta
 
 
-def augment_batch(batch: MultiRaterBatch, generator: torch.Generator, flip: bool = True,
-                  rotate: bool = True, max_degrees: float = 180.0,
-                  image_mode: str = "bilinear") -> MultiRaterBatch:
-    """Return a new batch with random flips (p=0.5 each axis) and rotations in
-    ``[-max_degrees, max_degrees]``; masks stay binary uint8, ``rater_valid`` and ids unchanged."""
-    if max_degrees < 0:
-        raise ValueError(f"augment_batch: max_degrees must be >= 0, got {max_degrees}")
+def apply_affine(batch: MultiRaterBatch, hflip: torch.Tensor, vflip: torch.Tensor,
+                 angle: torch.Tensor, image_mode: str = "bilinear") -> MultiRaterBatch:
+    """Resample image (``image_mode``) and masks (nearest) of every sample with its own flips and
+    rotation angle (radians, [B] tensors); returns a new batch."""
     image, masks = batch.image, batch.masks
     b, _, h, w = image.shape
-    hflip, vflip, angle = augmentation_params(b, generator, flip, rotate, max_degrees)
     theta = affine_theta(hflip, vflip, angle, h, w).to(device=image.device, dtype=torch.float32)
     grid = F.affine_grid(theta, [b, 1, h, w], align_corners=False)
     new_image = F.grid_sample(image.float(), grid, mode=image_mode, padding_mode="zeros",
@@ -60,3 +56,14 @@ def augment_batch(batch: MultiRaterBatch, generator: torch.Generator, flip: bool
                               align_corners=False).to(masks.dtype)
     return MultiRaterBatch(new_image, new_masks, batch.rater_valid.clone(), list(batch.case_id),
                            list(batch.group_id))
+
+
+def augment_batch(batch: MultiRaterBatch, generator: torch.Generator, flip: bool = True,
+                  rotate: bool = True, max_degrees: float = 180.0,
+                  image_mode: str = "bilinear") -> MultiRaterBatch:
+    """Return a new batch with random flips (p=0.5 each axis) and rotations in
+    ``[-max_degrees, max_degrees]``; masks stay binary uint8, ``rater_valid`` and ids unchanged."""
+    if max_degrees < 0:
+        raise ValueError(f"augment_batch: max_degrees must be >= 0, got {max_degrees}")
+    hflip, vflip, angle = augmentation_params(len(batch), generator, flip, rotate, max_degrees)
+    return apply_affine(batch, hflip, vflip, angle, image_mode)

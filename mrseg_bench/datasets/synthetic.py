@@ -140,18 +140,32 @@ class SyntheticMultiRater(MultiRaterDataset):
 
     def _geometry(self, p: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Radial signed distance d [L,H,W] (+inf for unused lesions), the angular basis
-        ``exp(i k theta)`` for k = 1..4 as complex [L,4,H,W], and the lesion-in-use flag [L]."""
-        dy = self._yy[None] - p["center"][:, 0, None, None]
-        dx = self._xx[None] - p["center"][:, 1, None, None]
+        ``[cos k theta, sin k theta]`` for k = 1..4 as float32 [L,8,H*W], and the in-use flag [L]."""
+        S = self.size
+        dy = (self._yy[None] - p["center"][:, 0, None, None]).astype(np.float32)
+        dx = (self._xx[None] - p["center"][:, 1, None, None]).astype(np.float32)
         rho = np.hypot(dy, dx)
-        z = np.where(rho > 0, (dx + 1j * dy) / np.maximum(rho, 1e-12), 1.0)  # exp(i theta)
-        z2 = z * z
-        basis = np.stack([z, z2, z2 * z, z2 * z2], axis=1)
-        coef = p["harm_amp"] * np.exp(1j * p["harm_phase"])  # sum_k a_k cos(k theta + phi_k)
-        shape = 1 + np.einsum("lk,lkhw->lhw", coef, basis[:, 1:4]).real
-        d = rho - p["radius"][:, None, None] * shape
+        safe = np.maximum(rho, 1e-6)
+        c1, s1 = dx / safe, dy / safe  # cos, sin theta; multiple angles by recurrence
+        c2, s2 = c1 * c1 - s1 * s1, 2 * c1 * s1
+        c3, s3 = c1 * c2 - s1 * s2, s1 * c2 + c1 * s2
+        c4, s4 = c2 * c2 - s2 * s2, 2 * c2 * s2
+        basis = np.stack([c1, c2, c3, c4, s1, s2, s3, s4], axis=1).reshape(MAX_LESIONS, 8, S * S)
+        # einsum (a plain C loop) rather than matmul: multithreaded BLAS stalls on a busy machine
+        shape = 1 + np.einsum("lk,lkp->lp", self._fourier(p["harm_amp"], p["harm_phase"], first_k=2), basis)
+        d = rho - p["radius"][:, None, None].astype(np.float32) * shape.reshape(MAX_LESIONS, S, S)
         used = np.arange(MAX_LESIONS) < p["n"]
-        return np.where(used[:, None, None], d, np.inf), basis, used
+        return np.where(used[:, None, None], d, np.float32(np.inf)), basis, used
+
+    @staticmethod
+    def _fourier(amp: np.ndarray, phase: np.ndarray, first_k: int) -> np.ndarray:
+        """Coefficients [..., 8] on the basis above of ``sum_k amp_k cos(k theta + phase_k)`` for
+        k = first_k, first_k + 1, ...: ``a cos(phi) cos(k theta) - a sin(phi) sin(k theta)``."""
+        out = np.zeros((*amp.shape[:-1], 8), dtype=np.float32)
+        ks = np.arange(first_k, first_k + amp.shape[-1]) - 1
+        out[..., ks] = amp * np.cos(phase)
+        out[..., ks + 4] = -amp * np.sin(phase)
+        return out
 
     def _annotate(self, p: dict[str, np.ndarray], d: np.ndarray, basis: np.ndarray,
                   used: np.ndarray, jitter: bool) -> np.ndarray:
@@ -160,8 +174,9 @@ class SyntheticMultiRater(MultiRaterDataset):
         R = len(self.rater_styles)
         if jitter:
             amp = np.array([st.jitter for st in self.rater_styles])[:, None, None] * S
-            coef = amp * p["jit_amp"][:R] * np.exp(1j * p["jit_phase"][:R])  # [R,L,3], k = 1..3
-            base = d[None] + np.einsum("rlk,lkhw->rlhw", coef, basis[:, 0:3]).real  # [R,L,H,W]
+            coef = self._fourier(amp * p["jit_amp"][:R], p["jit_phase"][:R], first_k=1)  # [R,L,8]
+            jit = np.einsum("rlk,lkp->rlp", coef, basis)  # [R,L,H*W]
+            base = d[None] + jit.reshape(R, *d.shape)  # [R,L,H,W]
         else:
             base = np.broadcast_to(d[None], (R, *d.shape))
         out = np.empty((R, S, S), dtype=bool)
