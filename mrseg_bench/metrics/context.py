@@ -9,7 +9,7 @@ Shapes: ``B`` cases, ``N`` samples, ``R`` raters, ``P = H*W`` pixels.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import torch
@@ -32,6 +32,7 @@ Tensor = torch.Tensor
 # whatever the float rounding of the mean.
 SOFT_THRESHOLDS: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
 THRESHOLD_ATOL = 1e-6
+BLOCK_ELEMENTS = 2**22  # binarised samples handled per block on CPU (16 MB of float32)
 
 
 def _require(name: str, t: Tensor | None) -> Tensor:
@@ -52,6 +53,7 @@ class MetricContext:
     convention: str = "standard"
     threshold: float = 0.5
     eps: float = EPS
+    memo: dict = field(default_factory=dict, repr=False)  # results shared between metrics
 
     @classmethod
     def build(
@@ -121,21 +123,59 @@ class MetricContext:
     # ---- samples -----------------------------------------------------------------------
     @cached_property
     def s(self) -> Tensor:
-        """Binarised samples ``[B,N,P]``: ``p > threshold`` as 0/1 floats."""
+        """Binarised samples ``[B,N,P]``: ``p > threshold`` as 0/1 floats (materialised on
+        demand for plugins; the built-in metrics use the blocked ``_sample_pass`` instead)."""
         return flatten_masks(_require("samples", self.samples), self.threshold, self.dtype)
 
     @cached_property
-    def s_size(self) -> Tensor:
-        return self.s.sum(-1)
+    def _sample_pass(self) -> dict[str, Tensor]:
+        """One pass over the samples, blocked over cases so the binarised copy stays small
+        (and in cache): sizes, per-pixel counts, soft sums and both intersection matrices."""
+        x = _require("samples", self.samples)
+        b, n = x.shape[:2]
+        x = x.reshape(b, n, -1)
+        p, dt, dev, y = x.shape[-1], self.dtype, x.device, self.y
+        block = BLOCK_ELEMENTS if dev.type == "cpu" else 16 * BLOCK_ELEMENTS
+        step = max(1, block // (n * p))
+        out = {
+            "s_size": torch.empty(b, n, dtype=dt, device=dev),
+            "s_count": torch.empty(b, p, dtype=dt, device=dev),
+            "soft_sum": torch.empty(b, p, dtype=torch.float32, device=dev),
+            "inter_ss": torch.empty(b, n, n, dtype=dt, device=dev),
+            "inter_sy": torch.empty(b, n, y.shape[1], dtype=dt, device=dev),
+        }
+        buf = torch.empty(min(step, b), n, p, dtype=dt, device=dev)
+        for lo in range(0, b, step):  # blocks of cases, not single cases
+            xb = x[lo:lo + step]
+            sb = buf[: xb.shape[0]]
+            hi = lo + xb.shape[0]
+            torch.gt(xb, self.threshold, out=sb)
+            out["s_size"][lo:hi] = sb.sum(-1)
+            out["s_count"][lo:hi] = sb.sum(1)
+            out["soft_sum"][lo:hi] = xb.sum(1, dtype=torch.float32)
+            out["inter_ss"][lo:hi] = intersections(sb, sb)
+            out["inter_sy"][lo:hi] = intersections(sb, y[lo:hi])
+        return out
 
-    @cached_property
+    @property
+    def s_size(self) -> Tensor:
+        """``|S_i|`` ``[B,N]``."""
+        return self._sample_pass["s_size"]
+
+    @property
+    def sample_count(self) -> Tensor:
+        """Binarised samples marking each pixel ``[B,P]``."""
+        return self._sample_pass["s_count"]
+
+    @property
     def inter_sy(self) -> Tensor:
         """``|S_i ∧ Y_j|`` ``[B,N,R]``."""
-        return intersections(self.s, self.y)
+        return self._sample_pass["inter_sy"]
 
-    @cached_property
+    @property
     def inter_ss(self) -> Tensor:
-        return intersections(self.s, self.s)
+        """``|S_i ∧ S_i'|`` ``[B,N,N]``."""
+        return self._sample_pass["inter_ss"]
 
     @cached_property
     def inter_yy(self) -> Tensor:
@@ -167,9 +207,8 @@ class MetricContext:
 
     @cached_property
     def soft_mean(self) -> Tensor:
-        """Mean of the soft (not binarised) samples ``[B,P]``."""
-        s = _require("samples", self.samples)
-        return s.reshape(s.shape[0], s.shape[1], -1).mean(1, dtype=torch.float32).to(self.dtype)
+        """Mean of the soft (not binarised) samples ``[B,P]`` (float32)."""
+        return self._sample_pass["soft_sum"] / self.num_samples
 
     # ---- personalised / consensus -------------------------------------------------------
     @cached_property

@@ -12,8 +12,6 @@ takes a context (the suite shares one per batch so pairwise counts are computed 
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from .context import SOFT_THRESHOLDS, THRESHOLD_ATOL, MetricContext
@@ -62,13 +60,19 @@ def ged(samples: Tensor, raters: Tensor, rater_valid: Tensor | None = None,
 # ---------------------------------------------------------------------------------------------
 # Dice_soft
 def _soft_dice(pred: Tensor, target: Tensor, ctx: MetricContext) -> Tensor:
-    """Mean over t in SOFT_THRESHOLDS of Dice(pred > t, target > t); pred/target ``[B,P]``."""
-    t = torch.tensor(SOFT_THRESHOLDS, dtype=pred.dtype, device=pred.device).view(1, -1, 1)
-    a = pred.unsqueeze(1) > t + THRESHOLD_ATOL  # [B,T,P]
-    b = target.unsqueeze(1) > t + THRESHOLD_ATOL
-    inter = (a & b).sum(-1, dtype=pred.dtype)
-    d = dice_from_counts(inter, a.sum(-1, dtype=pred.dtype), b.sum(-1, dtype=pred.dtype),
-                         ctx.convention, ctx.eps)
+    """Mean over t in SOFT_THRESHOLDS of Dice(pred > t, target > t); pred/target ``[B,P]``.
+    Loops over the five thresholds only; each step is one vectorised pass."""
+    dt = ctx.dtype
+    a = torch.empty(pred.shape, dtype=dt, device=pred.device)
+    b = torch.empty(target.shape, dtype=dt, device=target.device)
+    counts = []  # per threshold: |a|, |b|, |a ∧ b|, each [B]
+    for t in SOFT_THRESHOLDS:
+        torch.gt(pred, t + THRESHOLD_ATOL, out=a)
+        torch.gt(target, t + THRESHOLD_ATOL, out=b)
+        counts.append(torch.stack([a.sum(-1), b.sum(-1),
+                                   torch.bmm(a.unsqueeze(1), b.unsqueeze(-1)).view(-1)]))
+    size_a, size_b, inter = torch.stack(counts, -1)  # each [B,T]
+    d = dice_from_counts(inter, size_a, size_b, ctx.convention, ctx.eps)
     return _nan_where(ctx.n_valid == 0, d.mean(-1))
 
 
@@ -128,10 +132,12 @@ def rater_disagreement(raters: Tensor, rater_valid: Tensor | None = None,
 # ---------------------------------------------------------------------------------------------
 # Personalised outputs
 def per_rater_dice_ctx(ctx: MetricContext) -> Tensor:
-    p, y = ctx.p, ctx.y
-    inter = (p * y).sum(-1)
-    d = dice_from_counts(inter, p.sum(-1), ctx.y_size, ctx.convention, ctx.eps)
-    return _nan_where(~ctx.rater_valid, d)
+    if "per_rater_dice" not in ctx.memo:
+        p, y = ctx.p, ctx.y
+        inter = (p * y).sum(-1)
+        d = dice_from_counts(inter, p.sum(-1), ctx.y_size, ctx.convention, ctx.eps)
+        ctx.memo["per_rater_dice"] = _nan_where(~ctx.rater_valid, d)
+    return ctx.memo["per_rater_dice"]
 
 
 def per_rater_dice(personalized: Tensor, raters: Tensor, rater_valid: Tensor | None = None,
@@ -191,29 +197,27 @@ def consensus_dice_soft(consensus: Tensor, raters: Tensor, rater_valid: Tensor |
 
 # ---------------------------------------------------------------------------------------------
 # NCC (PHiSeg)
-NCC_EPS = 1e-8  # PHiSeg's log(p + eps)
+NCC_EPS = 1e-8  # PHiSeg's log(p + eps); it cancels out of the closed form below
 
 
-def _pearson(a: Tensor, b: Tensor) -> Tensor:
-    """Pearson correlation over the last dim (population std); 0 where a map is constant."""
-    ac = a - a.mean(-1, keepdim=True)
-    bc = b - b.mean(-1, keepdim=True)
-    cov = (ac * bc).mean(-1)
-    denom = torch.sqrt((ac * ac).mean(-1) * (bc * bc).mean(-1))
-    const = (a.amax(-1) == a.amin(-1)) | (b.amax(-1) == b.amin(-1))
+def _pearson(u: Tensor, e: Tensor) -> Tensor:
+    """Pearson's r between ``u [B,P]`` and each map of ``e [B,R,P]`` (population std); 0 where
+    either map is constant. ``e`` is overwritten (centred in place)."""
+    n = u.shape[-1]
+    uc = u - u.mean(-1, keepdim=True)
+    const = (u.amax(-1) == u.amin(-1)).unsqueeze(-1) | (e.amax(-1) == e.amin(-1))
+    e -= e.mean(-1, keepdim=True)
+    cov = torch.bmm(e, uc.unsqueeze(-1)).squeeze(-1) / n
+    denom = torch.sqrt((uc * uc).mean(-1, keepdim=True)) * torch.linalg.vector_norm(e, dim=-1) \
+        / n**0.5
     return torch.where(const, torch.zeros_like(cov), cov / torch.where(const, 1, denom))
 
 
 def ncc_ctx(ctx: MetricContext) -> Tensor:
-    m = ctx.s.mean(1)  # [B,P] fraction of samples marking each pixel
-    l1, l0 = math.log1p(NCC_EPS), math.log(NCC_EPS)
-    a1 = m * l1 + (1 - m) * l0  # mean_i log(S_i + eps)
-    a0 = (1 - m) * l1 + m * l0  # mean_i log(1 - S_i + eps)
-    u = -(m * a1 + (1 - m) * a0)  # [B,P]
-    y = ctx.y
-    e = -(y * a1.unsqueeze(1) + (1 - y) * a0.unsqueeze(1))  # [B,R,P]
-    r = _pearson(u.unsqueeze(1).expand_as(e), e)
-    return _valid_mean(r, ctx.valid)
+    m = ctx.sample_count / ctx.num_samples  # [B,P] fraction of samples marking each pixel
+    u = m * (1 - m)  # uncertainty map, up to an affine map
+    e = (ctx.y - m.unsqueeze(1)).abs_()  # [B,R,P] error maps, up to an affine map
+    return _valid_mean(_pearson(u, e), ctx.valid)
 
 
 def ncc(samples: Tensor, raters: Tensor, rater_valid: Tensor | None = None,
@@ -223,9 +227,11 @@ def ncc(samples: Tensor, raters: Tensor, rater_valid: Tensor | None = None,
     With binary samples S_i = p_i > threshold, eps = 1e-8 and the pixelwise binary
     cross-entropy xent(s, t) = -(t log(s + eps) + (1 - t) log(1 - s + eps)):
     uncertainty map U = mean_i xent(S_i, m) with m = mean_i S_i (PHiSeg's E_ss), error map
-    E_j = mean_i xent(S_i, Y_j) (PHiSeg's E_sy). Because the S_i are 0/1 both are exact affine
-    functions of m, computed in closed form. NCC(a, b) = mean((a - mean a)(b - mean b)) /
-    (std a * std b) with population std (Pearson's r, as PHiSeg's zero-normalised correlate).
+    E_j = mean_i xent(S_i, Y_j) (PHiSeg's E_sy). NCC(a, b) = mean((a - mean a)(b - mean b)) /
+    (std a * std b), population std (Pearson's r, as PHiSeg's zero-normalised correlate).
+    Because the S_i are 0/1, with delta = log(1 + eps) - log(eps) > 0:
+    U = 2 delta m(1 - m) - log(1 + eps) and E_j = delta |Y_j - m| - log(1 + eps), so exactly
+    NCC(U, E_j) = NCC(m(1 - m), |Y_j - m|), which is what is computed.
     Constant-map convention: if U or E_j is constant over the image, NCC(U, E_j) = 0 (PHiSeg
     would give NaN). Not affected by ``convention``.
     """

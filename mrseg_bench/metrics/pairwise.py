@@ -46,7 +46,8 @@ def flatten_masks(x: Tensor, threshold: float | None = None, dtype: torch.dtype 
     flat = x.reshape(x.shape[0], x.shape[1], -1)
     dtype = dtype or count_dtype(flat.shape[-1], x.device)
     if threshold is not None:
-        return (flat > threshold).to(dtype)
+        out = torch.empty(flat.shape, dtype=dtype, device=flat.device)
+        return torch.gt(flat, threshold, out=out)  # one pass, no bool temporary
     return flat.to(dtype)
 
 

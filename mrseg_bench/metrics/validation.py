@@ -61,9 +61,11 @@ def validate_inputs(
         raise ValueError(f"raters [B,R,H,W] must have B, R, H, W >= 1, got shape {_shape(raters)}")
     if raters.is_complex():
         raise ValueError(f"raters must be binary masks, got dtype {raters.dtype}")
-    if raters.dtype != torch.bool:
-        bad = (raters != 0) & (raters != 1)  # also true for NaN
-        if bool(bad.any()):
+    if raters.dtype != torch.bool and raters.numel():
+        lo, hi = torch.aminmax(raters)  # one pass; fractions need a second (float only)
+        bad_range = not (0 <= float(lo) and float(hi) <= 1)  # NaN fails too
+        if bad_range or (raters.is_floating_point() and bool(((raters > 0) & (raters < 1)).any())):
+            bad = (raters != 0) & (raters != 1)
             vals = torch.unique(raters[bad])[:5].tolist()
             raise ValueError(
                 f"raters {_shape(raters)} must be binary (0/1) masks; found values {vals}"
