@@ -5,7 +5,8 @@
 - ``fusion.staple``: SimpleITK's ``STAPLEImageFilter`` (Warfield et al. 2004; EM over per-rater
   sensitivity/specificity) on the case's stack of valid rater masks, foreground value 1; its
   per-pixel foreground probability is thresholded at ``staple_threshold`` (default 0.5,
-  ``prob >= threshold`` -> 1). Unanimous raters (including a single valid rater, or all empty)
+  ``prob >= threshold - 1e-6`` -> 1: STAPLE's exact ties come out as 0.49999999999999994, and
+  ties count as foreground, as in the majority vote). Unanimous raters (including a single valid rater, or all empty)
   give their common mask without running STAPLE (STAPLE returns NaN on all-empty stacks); if
   STAPLE still returns NaN, the majority vote is used for that case. Results are cached per case,
   keyed by a hash of the case's valid rater masks (so augmented copies never reuse a stale
@@ -32,6 +33,8 @@ from ..registry import register_method
 from ..types import Capability, MultiRaterBatch
 from .common import check_batch, valid_rater_mean
 from .deterministic import SingleOutputUNet, UNetConfig
+
+TIE_TOLERANCE = 1e-6
 
 
 @dataclass
@@ -84,7 +87,7 @@ class StapleFuser:
         if np.isnan(prob).any():
             prob = stack.astype(np.float64).mean(0)  # majority-vote fallback (documented above)
             return torch.from_numpy(prob >= 0.5).to(torch.uint8)
-        return torch.from_numpy(prob >= self.threshold).to(torch.uint8)
+        return torch.from_numpy(prob >= self.threshold - TIE_TOLERANCE).to(torch.uint8)
 
     def __call__(self, masks: torch.Tensor, rater_valid: torch.Tensor) -> torch.Tensor:
         """``[B,R,H,W], [B,R] -> [B,H,W]`` float {0,1}. One STAPLE per uncached case (SimpleITK
