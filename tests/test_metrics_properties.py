@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from mrseg_bench.metrics import (
+    consensus_dice,
+    consensus_dice_soft,
     dice_match,
     dice_max,
     dice_max_reverse,
@@ -22,6 +24,7 @@ from mrseg_bench.metrics import (
     ncc,
     per_rater_dice,
     per_rater_dice_matched,
+    per_rater_dice_mean,
     rater_disagreement,
     sample_diversity,
 )
@@ -139,6 +142,46 @@ def test_matches_oracle(data, conv):
         for name, value in want.items():
             if value is not None:
                 _assert_close(got[name][b].item(), float(value), what=f"{name} case {b} {conv}")
+
+
+@SETTINGS
+@given(inputs(max_n=4, max_r=4), st.sampled_from(["standard", "dpersona"]))
+def test_personalised_and_consensus_match_oracle(data, conv):
+    s, y, v = data
+    r = y.shape[1]
+    pers = s.repeat(1, r, 1, 1)[:, :r]  # R personalised probability maps
+    cons = s[:, 0]
+    got = {
+        "per_rater_dice": per_rater_dice(pers, y, v, convention=conv),
+        "per_rater_dice_mean": per_rater_dice_mean(pers, y, v, convention=conv),
+        "per_rater_dice_matched": per_rater_dice_matched(pers, y, v, convention=conv),
+        "consensus_dice": consensus_dice(cons, y, v, convention=conv),
+        "consensus_dice_soft": consensus_dice_soft(cons, y, v, convention=conv),
+    }
+    for b in range(s.shape[0]):
+        idx = [j for j in range(r) if v[b, j]]
+        pb = [pers[b, j].numpy() > 0.5 for j in range(r)]
+        yb = [y[b, j].numpy().astype(bool) for j in range(r)]
+        fixed = [_dice(pb[j], yb[j], conv) for j in idx]
+        for k, j in enumerate(idx):
+            _assert_close(got["per_rater_dice"][b, j].item(), fixed[k], what="per_rater_dice")
+        _assert_close(got["per_rater_dice_mean"][b].item(), float(np.mean(fixed)), what="mean")
+        # matched: brute force over permutations of the valid outputs; compare the mean
+        m = np.array([[_dice(pb[k], yb[j], conv) for k in idx] for j in idx])
+        want = _best_assignment_mean(m)
+        _assert_close(float(np.nanmean(got["per_rater_dice_matched"][b].numpy())), want,
+                      what="per_rater_dice_matched")
+        assert all(math.isnan(got["per_rater_dice_matched"][b, j].item())
+                   for j in range(r) if not v[b, j])
+        count = np.sum([yb[j] for j in idx], 0)
+        majority = 2 * count >= len(idx)  # mean of valid raters >= 0.5
+        _assert_close(got["consensus_dice"][b].item(),
+                      _dice(cons[b].numpy() > 0.5, majority, conv), what="consensus_dice")
+        mean = count / len(idx)
+        c = cons[b].numpy().astype(np.float64)
+        soft = np.mean([_dice(c > t + 1e-6, mean > t + 1e-6, conv)
+                        for t in (0.1, 0.3, 0.5, 0.7, 0.9)])
+        _assert_close(got["consensus_dice_soft"][b].item(), soft, what="consensus_dice_soft")
 
 
 @SETTINGS
