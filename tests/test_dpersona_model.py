@@ -57,6 +57,20 @@ def test_fcomb_batched_equals_plain_per_sample(seed):
     torch.testing.assert_close(batched, plain, rtol=1e-5, atol=1e-5)
 
 
+def test_fcomb_cpu_row_tiles_equal_one_pass(seed, monkeypatch):
+    import mrseg_bench.methods.dpersona.fcomb as fcomb_module
+
+    fcomb = Fcomb(16, 6, 16, 3)
+    features, z = torch.randn(2, 16, 9, 7), torch.randn(2, 5, 6, requires_grad=True)
+    whole = fcomb(features, z)
+    monkeypatch.setattr(fcomb_module, "CPU_TILE_ELEMENTS", 2 * 5 * 7 * 16 * 2)  # 2-row tiles
+    tiled = fcomb(features, z)
+    torch.testing.assert_close(tiled, whole)
+    g_whole, = torch.autograd.grad(whole.sum(), z)
+    g_tiled, = torch.autograd.grad(tiled.sum(), z)
+    torch.testing.assert_close(g_tiled, g_whole)
+
+
 def test_fcomb_plain_is_tile_concat_conv(seed):
     """The plain form by hand: 1x1 convs are matrix products over channels at each pixel."""
     fcomb = Fcomb(4, 2, 3, 2)

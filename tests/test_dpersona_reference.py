@@ -15,7 +15,6 @@ import torch.nn.functional as F
 
 from mrseg_bench.methods.dpersona import (
     DPersonaConfig,
-    DPersonaNet,
     dpersona,
     export_reference_state_dict,
     load_reference_checkpoint,
@@ -176,10 +175,13 @@ def test_checkpoint_file_round_trip(loaded, tmp_path):
     model, sd = loaded
     path = tmp_path / "best.pth"
     torch.save({f"module.{k}": v for k, v in sd.items()}, path)  # DataParallel-style names
-    fresh = DPersonaNet(1, 4, head_padding=3)
-    load_reference_checkpoint(fresh, path)
-    ours, theirs = fresh.state_dict(), model.state_dict()
-    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    load_reference_checkpoint(model, path)
+    assert all(torch.equal(v, expected[k]) for k, v in model.state_dict().items())
+    fresh = model
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         load_reference_checkpoint(fresh, tmp_path / "nope.pth")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")

@@ -108,7 +108,7 @@ class DPersona(Method):
         step = self._steps[stage.name]
         self._steps[stage.name] += 1
         if not bool(torch.isfinite(out["loss"])):
-            parts = ", ".join(f"{k}={float(v):.4g}" for k, v in out.items())
+            parts = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in out.items())
             raise FloatingPointError(f"dpersona {stage.name} step {step}: non-finite loss ({parts})")
         return out
 
