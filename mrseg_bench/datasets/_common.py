@@ -15,7 +15,6 @@ import torch.nn.functional as F
 
 from ..config import _convert
 from ..registry import register_dataset
-from ..types import MultiRaterSample
 
 
 def dataset_factory(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -92,19 +91,6 @@ def binary_masks(arr: np.ndarray, where: str) -> np.ndarray:
         bad = np.unique(arr[~np.isin(arr, (0, 1))])[:5]
         raise ValueError(f"{where}: masks must be binary 0/1, found values {bad.tolist()}")
     return arr.astype(np.uint8)
-
-
-def make_sample(image: Any, masks: Any, case_id: str, group_id: str, where: str,
-                rater_valid: Any = None) -> MultiRaterSample:
-    """Build and validate a MultiRaterSample from numpy/tensor parts."""
-    img = torch.as_tensor(np.ascontiguousarray(image) if isinstance(image, np.ndarray) else image)
-    msk = torch.as_tensor(np.ascontiguousarray(masks) if isinstance(masks, np.ndarray) else masks)
-    if rater_valid is None:
-        rater_valid = torch.ones(msk.shape[0], dtype=torch.bool)
-    sample = MultiRaterSample(img.to(torch.float32), msk.to(torch.uint8),
-                              torch.as_tensor(rater_valid, dtype=torch.bool), case_id, group_id)
-    sample.validate(where)
-    return sample
 
 
 def patient_from_series_uid(series_uid: str) -> str:

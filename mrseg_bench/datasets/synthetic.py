@@ -101,7 +101,7 @@ class SyntheticMultiRater(MultiRaterDataset):
                                 (image_size, image_size), "fixed")
         self.cache = cache
         self.in_memory = cache
-        self._cache: dict[int, MultiRaterSample] = {}
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._ids = [f"syn{seed}-{i:05d}" for i in range(num_cases)]
         s = np.arange(image_size, dtype=np.float64) + 0.5
         self._yy, self._xx = np.meshgrid(s, s, indexing="ij")
@@ -206,22 +206,22 @@ class SyntheticMultiRater(MultiRaterDataset):
         return torch.from_numpy((d < 0).any(0))
 
     def __getitem__(self, index: int) -> MultiRaterSample:
+        """Case ``index``. Valid by construction (float32 image [1,S,S], masks from booleans);
+        numpy copies rather than torch ops keep this single-threaded inside loader workers."""
         if index < 0:
             index += self.num_cases
         hit = self._cache.get(index)
         if hit is None:
             p = self._draw(index)
             d, basis, used = self._geometry(p)
-            masks = self._annotate(p, d, basis, used, jitter=True)
-            hit = MultiRaterSample(torch.from_numpy(self._render(p, d))[None],
-                                   torch.from_numpy(masks.astype(np.uint8)),
-                                   torch.ones(len(self.rater_styles), dtype=torch.bool),
-                                   self._ids[index], self._ids[index])
-            hit.validate(f"synthetic case {index}")
+            masks = self._annotate(p, d, basis, used, jitter=True).astype(np.uint8)
+            hit = (self._render(p, d)[None], masks)
             if self.cache:
                 self._cache[index] = hit
-        return MultiRaterSample(hit.image.clone(), hit.masks.clone(), hit.rater_valid.clone(),
-                                hit.case_id, hit.group_id)
+        image, masks = hit
+        return MultiRaterSample(torch.from_numpy(image.copy()), torch.from_numpy(masks.copy()),
+                                torch.ones(masks.shape[0], dtype=torch.bool),
+                                self._ids[index], self._ids[index])
 
     # -- oracles ----------------------------------------------------------------------------
     def _oracle_scores(self, indices: list[int] | None) -> tuple[np.ndarray, np.ndarray]:
