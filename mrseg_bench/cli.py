@@ -54,17 +54,21 @@ def _summary_table(frame) -> Table:
     from .runner import SUMMARY_METRICS, SUMMARY_PROFILE
 
     heads = {"ged": "GED", "dice_soft": "Dice soft", "dice_match": "Dice match",
-             "per_rater_dice_mean": "per-rater Dice", "consensus_dice": "consensus Dice", "params": "params",
+             "per_rater_dice_mean": "Dice pers.", "consensus_dice": "Dice cons.", "params": "params",
              "flops_per_image": "FLOPs/img", "train_images_per_s": "train img/s",
              "infer_images_per_s": "infer img/s", "latency_p50_ms": "p50 ms"}
-    table = Table(title="mrseg-bench results (mean over seeds; — = not a capability of the method)")
-    table.add_column("dataset")
+    cols = (*SUMMARY_METRICS, *SUMMARY_PROFILE)
+    datasets = list(dict.fromkeys(frame["dataset"]))
+    table = Table(title=f"mrseg-bench results on {', '.join(datasets)} (mean over seeds; "
+                        f"{DASH} = not a capability of the method)")
+    if len(datasets) > 1:
+        table.add_column("dataset")
     table.add_column("method")
-    for c in (*SUMMARY_METRICS, *SUMMARY_PROFILE):
+    for c in cols:
         table.add_column(heads[c], justify="right")
     for _, row in frame.iterrows():
-        table.add_row(str(row["dataset"]), str(row["method"]),
-                      *[_fmt(row[c], c) for c in (*SUMMARY_METRICS, *SUMMARY_PROFILE)])
+        first = [str(row["dataset"])] if len(datasets) > 1 else []
+        table.add_row(*first, str(row["method"]), *[_fmt(row[c], c) for c in cols])
     return table
 
 

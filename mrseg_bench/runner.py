@@ -47,7 +47,7 @@ from .registry import DATASETS, METHODS, RegistryError
 from .store import ResultsStore
 
 # run-config fields that do not change results (left out of the config hash)
-_HASH_EXCLUDE = {"device", "precision", "num_workers", "profile", "profile_warmup", "profile_steps",
+_HASH_EXCLUDE = {"device", "precision", "num_workers", "num_threads", "profile", "profile_warmup", "profile_steps",
                  "latency_repeats"}
 
 
@@ -185,6 +185,10 @@ def plan_grid(methods: str, datasets: str = "synthetic", seeds: Sequence[int] = 
         if precision is not None:
             run_values["precision"] = precision
         run_cfg = apply_overrides(RunConfig(), run_values, where="run")
+        from .datasets.splits import PROTOCOLS
+
+        if run_cfg.protocol not in PROTOCOLS:
+            raise UsageError(f"run.protocol={run_cfg.protocol!r} is not valid; choose {', '.join(PROTOCOLS)}")
         dev = resolve_device(run_cfg.device)
         prec = resolve_precision(run_cfg.precision, dev)
         built: dict[str, Any] = {}
@@ -230,41 +234,16 @@ def plan_grid(methods: str, datasets: str = "synthetic", seeds: Sequence[int] = 
 def make_run_split(dataset, cfg: RunConfig):
     """The split for a run (the datasets helper's ``make_split``; split seed 0 for every seed,
     so seeds repeat training on the same split)."""
-    try:
-        from .datasets.splits import make_split
-    except ImportError:  # datasets helper's splits not installed: a plain patient-grouped split
-        return _grouped_split(dataset, cfg)
+    from .datasets.splits import make_split
+
     return make_split(dataset, protocol=cfg.protocol, seed=0, val_fraction=cfg.val_fraction,
                       test_fraction=cfg.test_fraction, num_folds=cfg.num_folds, fold=cfg.fold)
 
 
-def _grouped_split(dataset, cfg: RunConfig):
-    """Patients (group_id) shuffled with seed 0, cut into test / val / train fractions."""
-    import numpy as np
+def _split_json(split, dataset) -> Any:
+    from .datasets.splits import split_to_json
 
-    from .datasets.base import Split
-
-    groups = sorted(set(dataset.group_ids))
-    order = np.random.default_rng(0).permutation(len(groups))
-    n_test = max(1, round(cfg.test_fraction * len(groups)))
-    n_val = max(1, round(cfg.val_fraction * len(groups))) if cfg.val_fraction > 0 else 0
-    part = {groups[g]: ("test" if i < n_test else "val" if i < n_test + n_val else "train")
-            for i, g in enumerate(order)}
-    idx: dict[str, list[int]] = {"train": [], "val": [], "test": []}
-    for i, g in enumerate(dataset.group_ids):
-        idx[part[g]].append(i)
-    return Split(tuple(idx["train"]), tuple(idx["val"]), tuple(idx["test"]), cfg.protocol)
-
-
-def _split_json(split) -> Any:
-    try:
-        from .datasets.splits import split_to_json
-
-        out = split_to_json(split)
-        return json.loads(out) if isinstance(out, str) else out
-    except ImportError:
-        return {"train": list(split.train), "val": list(split.val), "test": list(split.test),
-                "protocol": split.protocol}
+    return json.loads(split_to_json(split, dataset))
 
 
 def git_commit() -> str | None:
@@ -330,7 +309,9 @@ def run_one(spec: RunSpec, dataset, out: Path, store: ResultsStore, force: bool 
                                                     sort_keys=True), encoding="utf-8")
     try:
         split = make_run_split(dataset, cfg)
-        (run_dir / "split.json").write_text(json.dumps(_split_json(split), indent=1), encoding="utf-8")
+        (run_dir / "split.json").write_text(json.dumps(_split_json(split, dataset), indent=1), encoding="utf-8")
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
         seed_everything(spec.seed)
         model = spec.method_obj.build(dataset.info).to(dev)
         if cfg.channels_last:

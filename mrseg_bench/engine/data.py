@@ -1,5 +1,5 @@
-"""Batches for the engine: the datasets helper's ``make_loader``/``augment_batch`` when present,
-a plain seeded DataLoader otherwise; on-the-fly resizing and device transfer."""
+"""Batches for the engine: the datasets package's seeded ``make_loader`` and ``augment_batch``,
+on-the-fly resizing and device transfer."""
 
 from __future__ import annotations
 
@@ -8,23 +8,16 @@ from collections.abc import Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..types import MultiRaterBatch, collate_samples
+from ..types import MultiRaterBatch
 
 
 def make_batches(dataset, indices: Sequence[int], batch_size: int, shuffle: bool, seed: int,
                  num_workers: int = 0) -> Iterable[MultiRaterBatch]:
     """A loader over ``indices`` whose order is a pure function of ``seed``."""
-    try:
-        from ..datasets.loader import make_loader
-    except ImportError:
-        make_loader = None
-    if make_loader is not None:
-        return make_loader(dataset, list(indices), batch_size=batch_size, shuffle=shuffle, seed=seed,
-                           num_workers=num_workers, drop_last=False)
-    gen = torch.Generator().manual_seed(seed)
-    subset = torch.utils.data.Subset(dataset, list(indices))
-    return torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=shuffle, generator=gen,
-                                       num_workers=num_workers, collate_fn=collate_samples)
+    from ..datasets.loader import make_loader
+
+    return make_loader(dataset, list(indices), batch_size=batch_size, shuffle=shuffle, seed=seed,
+                       num_workers=num_workers, drop_last=False)
 
 
 def augment(batch: MultiRaterBatch, seed: int) -> MultiRaterBatch:

@@ -20,6 +20,7 @@ class RunConfig:
     n_samples: int = 10
     val_n_samples: int = 4
     num_workers: int = 0
+    num_threads: int = 0  # torch intra-op threads; 0: torch's default
     augment: bool = False
     image_size: int = 0
     max_steps_per_epoch: int = 0
@@ -50,6 +51,7 @@ class RunConfig:
             "n_samples": self.n_samples >= 1,
             "val_n_samples": self.val_n_samples >= 1,
             "num_workers": self.num_workers >= 0,
+            "num_threads": self.num_threads >= 0,
             "image_size": self.image_size >= 0,
             "max_steps_per_epoch": self.max_steps_per_epoch >= 0,
             "max_eval_cases": self.max_eval_cases >= 0,
