@@ -52,6 +52,8 @@ def test_registered_names_and_specs():
     assert by_cap[Capability.CONSENSUS] == CONSENSUS
     assert {s.name for s in BUILTIN_SPECS if s.per_rater} == {"per_rater_dice",
                                                               "per_rater_dice_matched"}
+    assert {s.name for s in BUILTIN_SPECS if s.descriptive} == {"sample_diversity",
+                                                                "rater_disagreement"}
     assert MetricSuite.higher_is_better("ged") is False
     assert MetricSuite.higher_is_better("dice_match") is True
     assert MetricSuite.spec("hm_iou").requires == Capability.DIVERSE

@@ -28,7 +28,9 @@ Tensor = torch.Tensor
 @dataclass(frozen=True)
 class MetricSpec:
     """A registered metric: ``fn(ctx) -> [B]`` (``[B,R]`` if ``per_rater``), the capability
-    whose tensor it scores, and whether higher values are better."""
+    whose tensor it scores, and whether higher values are better. ``descriptive`` marks a
+    quantity to compare rather than rank (sample diversity vs rater disagreement): reports
+    should neither bold nor rank it, whatever ``higher_is_better`` says."""
 
     name: str
     fn: Callable[[MetricContext], Tensor]
@@ -36,6 +38,7 @@ class MetricSpec:
     higher_is_better: bool
     per_rater: bool
     description: str
+    descriptive: bool = False
 
 
 _D, _P, _C = Capability.DIVERSE, Capability.PERSONALIZED, Capability.CONSENSUS
@@ -55,10 +58,11 @@ BUILTIN_SPECS: tuple[MetricSpec, ...] = (
     MetricSpec("ncc", F.ncc_ctx, _D, True, False,
                "PHiSeg NCC between the sample uncertainty map and each rater's error map"),
     MetricSpec("sample_diversity", F.sample_diversity_ctx, _D, True, False,
-               "mean 1 - IoU between distinct samples (compare with rater_disagreement)"),
+               "mean 1 - IoU between distinct samples (compare with rater_disagreement)",
+               descriptive=True),
     MetricSpec("rater_disagreement", F.rater_disagreement_ctx, _D, False, False,
                "mean 1 - IoU between distinct valid raters: the data's own ambiguity "
-               "(same for every method; reported beside sample_diversity)"),
+               "(same for every method; reported beside sample_diversity)", descriptive=True),
     MetricSpec("per_rater_dice", F.per_rater_dice_ctx, _P, True, True,
                "Dice of output r against rater r (fixed pairing)"),
     MetricSpec("per_rater_dice_mean", F.per_rater_dice_mean_ctx, _P, True, False,
