@@ -52,7 +52,7 @@ def test_stage1_training_step_batch12(benchmark, setup):
         method.training_step(model, data, stage)["loss"].backward()
         opt.step()
 
-    benchmark.pedantic(step, rounds=3, iterations=1, warmup_rounds=1)
+    benchmark.pedantic(step, rounds=2, iterations=1, warmup_rounds=1)
     record(benchmark, 12)
 
 

@@ -185,3 +185,15 @@ def test_tiny_training_lowers_each_stage_loss(seed):
         assert after["loss"] < before["loss"], (stage.name, before, after)
         if stage.name == "stage1":  # not only the KL term: reconstruction and bounds improve
             assert after["rec"] < before["rec"] and after["bound"] < before["bound"], (before, after)
+
+
+def test_compiled_wrapper_is_unwrapped(seed):
+    method, net = tiny()
+    wrapped = torch.compile(net)  # lazy: nothing compiles until its forward is called
+    stage = method.stages()[0]
+    method.begin_stage(wrapped, stage)
+    method.train_mode(wrapped, stage)
+    assert bool(torch.isfinite(method.training_step(wrapped, blobs(2, seed=0), stage)["loss"]))
+    assert method.predict(wrapped, blobs(1, seed=1).image, 2).samples.shape == (1, 2, 32, 32)
+    with pytest.raises(ValueError, match="DPersonaNet"):
+        method.predict(torch.nn.Linear(2, 2), blobs(1, seed=1).image, 2)

@@ -25,6 +25,17 @@ from .model import DPersonaNet
 STAGE1, STAGE2 = "stage1", "stage2"
 
 
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The DPersonaNet inside a ``torch.compile`` or DistributedDataParallel wrapper (the
+    training step calls its submodules directly, so they run eagerly)."""
+    for _ in range(3):
+        inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            break
+        model = inner
+    return model
+
+
 class DPersona(Method):
     info = MethodInfo(
         name="dpersona",
@@ -59,12 +70,15 @@ class DPersona(Method):
                 Stage(STAGE2, epochs=c.resolved_stage2_epochs, lr=c.lr, monitor="loss", mode="min")]
 
     @staticmethod
-    def _check(model: nn.Module, stage: Stage) -> DPersonaNet:
-        if not isinstance(model, DPersonaNet):
+    def _check(model: nn.Module, stage: Stage | None = None) -> DPersonaNet:
+        net = _unwrap(model)
+        if not isinstance(net, DPersonaNet):
             raise ValueError(f"dpersona: model must be a DPersonaNet, got {type(model).__name__}")
+        if stage is None:
+            return net
         if stage.name not in (STAGE1, STAGE2):
             raise ValueError(f"dpersona: unknown stage {stage.name!r}; known: {STAGE1}, {STAGE2}")
-        return model
+        return net
 
     def stage_parameters(self, model: nn.Module, stage: Stage) -> list[nn.Parameter]:
         net = self._check(model, stage)
@@ -115,8 +129,7 @@ class DPersona(Method):
     def predict(self, model: nn.Module, images: torch.Tensor, n_samples: int) -> Prediction:
         """``samples [B,n,H,W]`` (sigmoid of n prior samples) and ``personalized [B,R,H,W]``
         (heads querying a bank of ``bank_test`` prior samples). Runs in eval mode, no_grad."""
-        if not isinstance(model, DPersonaNet):
-            raise ValueError(f"dpersona: model must be a DPersonaNet, got {type(model).__name__}")
+        model = self._check(model)
         if int(n_samples) < 1:
             raise ValueError(f"dpersona: n_samples must be >= 1, got {n_samples}")
         was_training = model.training
