@@ -138,7 +138,7 @@ def test_non_finite_loss_raises_naming_the_stage(seed):
     batch.image[0, 0, 0, 0] = math.nan
     for stage in method.stages():
         method.begin_stage(net, stage)
-        with pytest.raises(FloatingPointError, match=f"dpersona {stage.name} step 0"):
+        with pytest.raises(FloatingPointError, match=rf"dpersona {stage.name} \(training_step call 0\): non-finite loss"):
             method.training_step(net, batch, stage)
 
 

@@ -123,7 +123,8 @@ class DPersona(Method):
         self._steps[stage.name] += 1
         if not bool(torch.isfinite(out["loss"])):
             parts = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in out.items())
-            raise FloatingPointError(f"dpersona {stage.name} step {step}: non-finite loss ({parts})")
+            raise FloatingPointError(
+                f"dpersona {stage.name} (training_step call {step}): non-finite loss ({parts})")
         return out
 
     def predict(self, model: nn.Module, images: torch.Tensor, n_samples: int) -> Prediction:
