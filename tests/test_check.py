@@ -39,7 +39,7 @@ def test_update_then_check_passes(store, tmp_path):
     ok, text = run_check(store, base, update=True)
     assert ok and "written" in text
     data = json.loads(base.read_text())
-    assert data["version"] == 1 and data["tolerance"] == {"default": 0.02}
+    assert data["version"] == 1 and data["tolerance"] == {"default": 0.02, "per_rater_dice_matched": 0.05}
     # per-run mean over cases: ged of probunet seed 1 = 0.40 + 0.02 + 0.01 * mean(0..3)
     assert _value(data, "probunet", 1, "ged") == pytest.approx(0.435)
     assert _value(data, "dpersona", 0, "per_rater_dice[2]") == pytest.approx(0.70 + 0.10 + 0.015)
@@ -143,3 +143,16 @@ def test_missing_files(store, tmp_path):
         run_check(tmp_path / "nostore.sqlite", tmp_path / "b.json", update=True)
     with pytest.raises(ValueError, match="tolerance"):
         run_check(store, tmp_path / "b.json", tolerance=-0.1)
+
+
+def test_per_metric_tolerance_by_base_name(store, tmp_path):
+    base = tmp_path / "baseline.json"
+    run_check(store, base, update=True)
+    data = json.loads(base.read_text())
+    data["tolerance"] = {"default": 0.02, "ged": 0.1}
+    base.write_text(json.dumps(data))
+    _rerun(store, "probunet", 0, {"ged": 0.415 + 0.05, "dice_soft": 0.745, "dice_match": 0.615,
+                                  "dice_max": 0.715, "hm_iou": 0.515, "sample_diversity": 0.165})
+    assert run_check(store, base)[0]  # 0.05 worse GED is within ged's 0.1
+    ok, text = run_check(store, base, tolerance=0.02)  # the override applies to all metrics
+    assert not ok and "WORSE" in text

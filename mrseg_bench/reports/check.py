@@ -3,7 +3,7 @@
 Baseline JSON (``benchmarks/baseline.json``)::
 
     {"version": 1,
-     "tolerance": {"default": 0.02, "<metric>": ...},   # absolute, in the metric's units
+     "tolerance": {"default": 0.02, "per_rater_dice_matched": 0.05},  # absolute
      "entries": [{"method", "dataset", "preset", "seed", "metric", "value"}, ...],
      "throughput": {"enabled": false, "rel_tolerance": 0.5,
                     "entries": [{"method", "dataset", "preset", "seed", "value"}, ...]}}
@@ -16,11 +16,15 @@ A baselined run or metric that is missing now fails. Runs or metrics absent from
 are listed as new. Throughput (inference images/s) is compared only when ``enabled`` (shared
 CI machines are noisy): it fails when it dropped by more than ``rel_tolerance`` (relative).
 
-Tolerance: the smoke run is seeded and deterministic on one machine with the same threads, so
-a rerun reproduces the values to ~1e-6; across machines, BLAS/thread counts and library
-versions change float summation order and, through training, the metrics by up to about 1e-2
-on a few test cases. The default 0.02 (absolute) sits above that noise and below a real
-regression of a method; ``tolerance=`` (CLI ``--tolerance``) overrides every metric's.
+Tolerance (measured, not guessed): the smoke run (``scripts/update_baseline.sh``: dpersona,
+probunet, fusion.soft, per_rater.multihead, seed 0, CPU) was run three times on the 2-core dev
+machine. Two runs with the same thread count agreed to 1.4e-6 (NCC only; everything else
+bit-identical). A run with ``OMP_NUM_THREADS=1`` (other float summation order) moved every
+continuous metric by at most 1.1e-3, but ``per_rater_dice_matched[r]`` by 0.033: the Hungarian
+assignment flipped between two raters (a discrete jump, equal and opposite on two raters).
+Hence ``default`` 0.02 (about 20x the continuous noise, yet a fifth of a barely trained
+model's Dice of ~0.1: a real regression still fails) and 0.05 for ``per_rater_dice_matched``.
+``tolerance=`` (CLI ``--tolerance``) overrides every metric's.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from .columns import base_metric, higher_is_better
 from .loader import load_results
 
 VERSION = 1
-DEFAULT_TOLERANCE: dict[str, float] = {"default": 0.02}
+DEFAULT_TOLERANCE: dict[str, float] = {"default": 0.02, "per_rater_dice_matched": 0.05}
 DEFAULT_THROUGHPUT = {"enabled": False, "rel_tolerance": 0.5}
 RUN_KEY = ("method", "dataset", "preset", "seed")
 _EPS = 1e-12

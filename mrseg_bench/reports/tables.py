@@ -135,7 +135,9 @@ def _caption(kind: str, dataset: str, preset: str, runs: pd.DataFrame, cases: pd
                  f"against {reference} (per-case values averaged over shared seeds).")
     if kind == "personalization":
         parts.append("Rk: rater k (1-based, the dataset's rater order); Mean: mean over raters "
-                     "per case; Matched: Hungarian-matched outputs (the D-Persona protocol).")
+                     "per case; Matched: Hungarian-matched outputs (the D-Persona protocol). Per-rater "
+                     "scores measure personalisation only where rater identity is fixed across "
+                     "cases (not LIDC, whose raters are anonymous).")
     if kind == "diversity":
         conventions = sorted({str(c) for c in runs["convention"] if c}) or ["standard"]
         parts.append("GED: squared generalised energy distance; "
