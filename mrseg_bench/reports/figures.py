@@ -125,9 +125,11 @@ def per_rater_bars(stats: pd.DataFrame, methods: list[str], stem: Path, title: s
         m = mean.loc[method].reindex(keys).to_numpy(dtype=float)
         s = std.loc[method].reindex(keys).to_numpy(dtype=float)
         yerr = np.where(np.isfinite(s), s, 0.0) if np.isfinite(s).any() else None  # one seed: none
-        ax.bar(x + (i - (len(shown) - 1) / 2) * width, np.nan_to_num(m), width,
-               yerr=yerr, capsize=3, color=style[method][0],
-               label=method, edgecolor="black", linewidth=0.5)
+        bars = ax.bar(x + (i - (len(shown) - 1) / 2) * width, np.nan_to_num(m), width,
+                      yerr=yerr, capsize=3, color=style[method][0],
+                      label=method, edgecolor="black", linewidth=0.5)
+        ax.bar_label(bars, labels=[f"{v:.2f}" if np.isfinite(v) else "" for v in m],
+                     fontsize=6, padding=2)
     ax.set_xticks(x, [label(k) for k in keys])
     ax.set_ylabel("Dice (output r vs rater r)")
     ax.set_ylim(0, 1.05)
