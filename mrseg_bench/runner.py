@@ -47,7 +47,7 @@ from .registry import DATASETS, METHODS, RegistryError
 from .store import ResultsStore
 
 # run-config fields that do not change results (left out of the config hash)
-_HASH_EXCLUDE = {"device", "precision", "num_workers", "num_threads", "profile", "profile_warmup", "profile_steps",
+_HASH_EXCLUDE = {"device", "precision", "num_workers", "num_threads", "checkpoint_every", "profile", "profile_warmup", "profile_steps",
                  "latency_repeats"}
 
 

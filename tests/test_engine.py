@@ -53,16 +53,24 @@ def test_train_writes_checkpoints_and_log(tmp_path):
     assert not torch.equal(s1["heads.weight"], model.state_dict()["heads.weight"])
 
 
-def test_resume_after_crash_equals_straight_run(tmp_path):
-    method, model, ds = _fresh()
+@pytest.mark.parametrize("every, crashes", [
+    (1, [("stage1", 1, 1), ("stage2", 0, 2)]),  # mid-epoch in each stage
+    (2, [("stage1", 1, 2), ("stage1", 2, 0), ("stage2", 1, 1)]),  # before / after the first save
+])
+def test_resume_after_crash_equals_straight_run(tmp_path, every, crashes):
+    cfg = RunConfig(batch_size=4, val_n_samples=2, checkpoint_every=every)
+    tc = ToyConfig(epochs=3, stage2_epochs=2)
+    method, model, ds = _fresh(tc)
     torch.manual_seed(0)
-    train(method, model, ds, SPLIT, CFG, tmp_path / "straight", seed=5, device=CPU)
+    train(method, model, ds, SPLIT, cfg, tmp_path / "straight", seed=5, device=CPU)
     straight = _state(model)
     straight_log = (tmp_path / "straight" / "train_log.jsonl").read_text().splitlines()
+    final = torch.load(checkpoint_path(tmp_path / "straight", "stage1", "last"), weights_only=False)
+    assert final["epoch"] == 3 and "optimizer" not in final  # a finished stage drops the optimiser
 
-    for crash_at in (("stage1", 1, 1), ("stage2", 0, 2)):  # mid-epoch in each stage
-        run = tmp_path / f"crash_{crash_at[0]}"
-        method, model, ds = _fresh()
+    for crash_at in crashes:
+        run = tmp_path / f"crash_{'_'.join(map(str, crash_at))}"
+        method, model, ds = _fresh(tc)
         torch.manual_seed(0)
 
         def boom(stage, epoch, step, crash_at=crash_at):
@@ -70,17 +78,28 @@ def test_resume_after_crash_equals_straight_run(tmp_path):
                 raise KeyboardInterrupt
 
         with pytest.raises(KeyboardInterrupt):
-            train(method, model, ds, SPLIT, CFG, run, seed=5, device=CPU, on_step=boom)
-        # a new process: fresh model, different global RNG
-        method, model, ds = _fresh(seed=123)
+            train(method, model, ds, SPLIT, cfg, run, seed=5, device=CPU, on_step=boom)
+        last = checkpoint_path(run, crash_at[0], "last")
+        saved = torch.load(last, weights_only=False)["epoch"] if last.exists() else 0
+        assert saved == (crash_at[1] // every) * every  # the last resumable point before the crash
+        # a new process: the model built after seeding (as the runner does), another global RNG
+        method, model, ds = _fresh(tc, seed=0)
+        if saved:
+            for p in model.parameters():  # weights come from the checkpoint, not the init
+                torch.nn.init.normal_(p)
         torch.manual_seed(999)
-        train(method, model, ds, SPLIT, CFG, run, seed=5, device=CPU)
+        train(method, model, ds, SPLIT, cfg, run, seed=5, device=CPU)
         for k, v in straight.items():
             assert torch.equal(v, model.state_dict()[k]), (crash_at, k)
         log = (run / "train_log.jsonl").read_text().splitlines()
-        strip = [{k: v for k, v in json.loads(x).items() if k not in ("wall_s", "images_per_s")} for x in log]
-        want = [{k: v for k, v in json.loads(x).items() if k not in ("wall_s", "images_per_s")} for x in straight_log]
+        # epochs replayed after the last checkpoint are logged twice, with identical values
+        strip = {(r["stage"], r["epoch"]): {k: v for k, v in r.items() if k not in ("wall_s", "images_per_s")}
+                 for r in map(json.loads, log)}
+        want = {(r["stage"], r["epoch"]): {k: v for k, v in r.items() if k not in ("wall_s", "images_per_s")}
+                for r in map(json.loads, straight_log)}
         assert strip == want
+        replayed = [json.loads(x) for x in log if json.loads(x)["stage"] == crash_at[0]]
+        assert len(replayed) == len({(r["stage"], r["epoch"]) for r in replayed}) + (crash_at[1] - saved)
 
 
 def test_completed_run_is_not_retrained(tmp_path):

@@ -39,6 +39,7 @@ class RunConfig:
     compile: bool = False
     grad_clip: float = 0.0  # 0: off; else max global grad norm
     val_every: int = 1
+    checkpoint_every: int = 1  # epochs between resumable `last` checkpoints (0: stage end only)
     profile: bool = True
     profile_warmup: int = 1
     profile_steps: int = 3
@@ -57,6 +58,7 @@ class RunConfig:
             "max_eval_cases": self.max_eval_cases >= 0,
             "grad_clip": self.grad_clip >= 0,
             "val_every": self.val_every >= 1,
+            "checkpoint_every": self.checkpoint_every >= 0,
             "profile_steps": self.profile_steps >= 1,
             "latency_repeats": self.latency_repeats >= 1,
             "precision": self.precision in ("auto", "bf16", "fp32"),

@@ -5,9 +5,11 @@ weight_decay); cosine schedule stepped per epoch; per epoch ``train_mode``, batc
 that is a pure function of (seed, stage, epoch), optional augmentation, ``training_step(...)
 ["loss"]``, backward, optional gradient clipping, step; then validation on the VALIDATION split
 (the stage's ``monitor``: "loss" or a metric name) and checkpoints
-``<run_dir>/checkpoints/<stage>_last.pt`` (model, optimiser, scheduler, RNG states, epoch, best)
+``<run_dir>/checkpoints/<stage>_last.pt`` (model, optimiser, scheduler, RNG states, epoch, best;
+every ``checkpoint_every`` epochs and at the stage's end, where the optimiser state is dropped)
 and ``<stage>_best.pt``. Stage k+1 starts from stage k's best. An interrupted run resumes from
-the last checkpoint and, on CPU with the same seed, ends with the same weights as a straight run.
+the last checkpoint and, on CPU with the same seed, ends with the same weights as a straight run
+(a run with no checkpoint yet restarts from the seed: build the model after seeding with it).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from torch import nn
 
 from ..method import Method, Stage
 from .data import augment, limit, make_batches, prepare
-from .device import autocast, epoch_seed, get_rng_state, set_rng_state, synchronize
+from .device import autocast, epoch_seed, get_rng_state, seed_everything, set_rng_state, synchronize
 from .evaluate import evaluate, mean_metric
 from .run_config import RunConfig
 
@@ -122,6 +124,8 @@ def train(method: Method, model: nn.Module, dataset, split, cfg: RunConfig, run_
             last_p = checkpoint_path(run_dir, stage.name, "last")
             best_p = checkpoint_path(run_dir, stage.name, "best")
             state = _load(last_p) if last_p.exists() else None
+            if state is None and k == 0:  # a fresh run: the RNG stream starts from the seed
+                seed_everything(seed)
             if state is None and k > 0:  # start from the previous stage's best
                 model.load_state_dict(_load(checkpoint_path(run_dir, stages[k - 1].name, "best"))["model"])
             method.begin_stage(model, stage)
@@ -135,8 +139,9 @@ def train(method: Method, model: nn.Module, dataset, split, cfg: RunConfig, run_
                 if state.get("stage") != stage.name:
                     raise ValueError(f"checkpoint {last_p}: belongs to stage {state.get('stage')!r}")
                 model.load_state_dict(state["model"])
-                opt.load_state_dict(state["optimizer"])
-                sched.load_state_dict(state["scheduler"])
+                if state["epoch"] < stage.epochs:  # a finished stage keeps no optimiser state
+                    opt.load_state_dict(state["optimizer"])
+                    sched.load_state_dict(state["scheduler"])
                 set_rng_state(state["rng"])
                 start_epoch, best, best_epoch = state["epoch"], state["best_score"], state["best_epoch"]
                 wall = state.get("wall_s", 0.0)
@@ -201,10 +206,13 @@ def train(method: Method, model: nn.Module, dataset, split, cfg: RunConfig, run_
                 wall += time.perf_counter() - t0
                 record["wall_s"] = time.perf_counter() - t0
                 _log(run_dir, record)
-                _atomic_save({"stage": stage.name, "epoch": epoch + 1, "model": model.state_dict(),
-                              "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                              "rng": get_rng_state(), "best_score": best, "best_epoch": best_epoch,
-                              "wall_s": wall}, last_p)
+                final = epoch + 1 == stage.epochs
+                if final or (cfg.checkpoint_every and (epoch + 1) % cfg.checkpoint_every == 0):
+                    ckpt = {"stage": stage.name, "epoch": epoch + 1, "model": model.state_dict(),
+                            "rng": get_rng_state(), "best_score": best, "best_epoch": best_epoch, "wall_s": wall}
+                    if not final:  # only needed to resume inside the stage
+                        ckpt.update(optimizer=opt.state_dict(), scheduler=sched.state_dict())
+                    _atomic_save(ckpt, last_p)
                 if progress is not None:
                     progress.update(task, advance=1, info=f"loss {record['train_loss']:.4f} "
                                     f"{record['images_per_s'] or 0:.1f} img/s")
