@@ -92,6 +92,15 @@ def test_staple_threshold_is_applied_and_validated():
     assert np.array_equal(StapleFuser(0.6)(masks, valid)[0].bool().numpy(), stack[0].astype(bool))
     with pytest.raises(ValueError, match="staple_threshold"):
         StapleFuser(0.0)
+    with pytest.raises(ValueError, match="staple_max_iterations"):
+        StapleFuser(max_iterations=0)
+
+
+def test_staple_stops_on_structureless_masks():
+    # ITK's default iteration limit is unlimited: EM never converges on pure noise
+    noise = (np.random.default_rng(0).random((4, 64, 64)) > 0.7).astype(np.uint8)
+    prob = staple_probability(noise, max_iterations=20)
+    assert prob.shape == (64, 64) and np.isfinite(prob).all()
 
 
 def test_staple_method_target_is_the_fused_label():

@@ -6,7 +6,9 @@
   sensitivity/specificity) on the case's stack of valid rater masks, foreground value 1; its
   per-pixel foreground probability is thresholded at ``staple_threshold`` (default 0.5,
   ``prob >= threshold - 1e-6`` -> 1: STAPLE's exact ties come out as 0.49999999999999994, and
-  ties count as foreground, as in the majority vote). Unanimous raters (including a single valid rater, or all empty)
+  ties count as foreground, as in the majority vote). EM stops at ITK's convergence test or after
+  ``staple_max_iterations`` (default 100; ITK's own default is unlimited and never stops on
+  noisy, structureless masks). Unanimous raters (including a single valid rater, or all empty)
   give their common mask without running STAPLE (STAPLE returns NaN on all-empty stacks); if
   STAPLE still returns NaN, the majority vote is used for that case. Results are cached per case,
   keyed by a hash of the case's valid rater masks (so augmented copies never reuse a stale
@@ -44,6 +46,7 @@ class FusionConfig(UNetConfig):
 
     as_sample: bool = False
     staple_threshold: float = 0.5
+    staple_max_iterations: int = 100
     staple_cache_size: int = 4096
 
 
@@ -52,7 +55,7 @@ def majority_vote(masks: torch.Tensor, rater_valid: torch.Tensor) -> torch.Tenso
     return (valid_rater_mean(masks, rater_valid) >= 0.5).float()
 
 
-def staple_probability(masks: np.ndarray) -> np.ndarray:
+def staple_probability(masks: np.ndarray, max_iterations: int = 100) -> np.ndarray:
     """SimpleITK STAPLE foreground probability ``[H,W]`` float64 for one case's ``[R,H,W]``
     binary rater stack (R >= 1). Unanimous stacks return their common mask; NaN where STAPLE
     fails (caller decides)."""
@@ -65,6 +68,7 @@ def staple_probability(masks: np.ndarray) -> np.ndarray:
         return masks[0].astype(np.float64)
     filt = sitk.STAPLEImageFilter()
     filt.SetForegroundValue(1)
+    filt.SetMaximumIterations(int(max_iterations))
     out = filt.Execute([sitk.GetImageFromArray(m) for m in masks])
     return sitk.GetArrayFromImage(out).astype(np.float64)
 
@@ -72,18 +76,21 @@ def staple_probability(masks: np.ndarray) -> np.ndarray:
 class StapleFuser:
     """STAPLE-fused binary labels per case, cached (LRU) by a hash of the valid rater masks."""
 
-    def __init__(self, threshold: float = 0.5, cache_size: int = 4096) -> None:
+    def __init__(self, threshold: float = 0.5, cache_size: int = 4096, max_iterations: int = 100) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"staple_threshold must be in (0, 1], got {threshold}")
+        if max_iterations < 1:
+            raise ValueError(f"staple_max_iterations must be >= 1, got {max_iterations}")
         if cache_size < 0:
             raise ValueError(f"staple_cache_size must be >= 0, got {cache_size}")
         self.threshold = threshold
         self.cache_size = cache_size
+        self.max_iterations = max_iterations
         self._cache: OrderedDict[bytes, torch.Tensor] = OrderedDict()
         self.computed = 0  # number of STAPLE fusions actually run (cache misses)
 
     def _fuse_one(self, stack: np.ndarray) -> torch.Tensor:
-        prob = staple_probability(stack)
+        prob = staple_probability(stack, self.max_iterations)
         if np.isnan(prob).any():
             prob = stack.astype(np.float64).mean(0)  # majority-vote fallback (documented above)
             return torch.from_numpy(prob >= 0.5).to(torch.uint8)
@@ -139,7 +146,7 @@ class StapleFusion(_Fusion):
 
     def __init__(self, cfg: FusionConfig) -> None:
         super().__init__(cfg)
-        self.fuser = StapleFuser(cfg.staple_threshold, cfg.staple_cache_size)
+        self.fuser = StapleFuser(cfg.staple_threshold, cfg.staple_cache_size, cfg.staple_max_iterations)
 
     def target(self, batch: MultiRaterBatch) -> torch.Tensor:
         return self.fuser(batch.masks, batch.rater_valid)[:, None]
