@@ -82,6 +82,9 @@ def run(
     set_: list[str] = typer.Option([], "--set", "-s", help="Override: key=value, method.key=value, dataset.key=value or run.key=value (repeatable)."),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N | mps (default: preset's, else auto)."),
     precision: str | None = typer.Option(None, "--precision", help="auto | bf16 | fp32 (auto: bf16 on CUDA, fp32 elsewhere)."),
+    channels_last: bool = typer.Option(False, "--channels-last", help="channels_last memory format (same as --set run.channels_last=true)."),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile the model (same as --set run.compile=true)."),
+    grad_clip: float | None = typer.Option(None, "--grad-clip", help="Clip the global gradient norm (same as --set run.grad_clip=X)."),
     out: Path = typer.Option(Path("runs"), "--out", "-o", help="Experiment folder root."),
     store: Path | None = typer.Option(None, "--store", help="Results store (default <out>/results.sqlite)."),
     force: bool = typer.Option(False, "--force", help="Rerun runs already done with the same config hash."),
@@ -93,8 +96,10 @@ def run(
     from .store import ResultsStore
 
     seed_list = _seeds(seeds)
+    sets = list(set_) + (["run.channels_last=true"] if channels_last else []) + (
+        ["run.compile=true"] if compile_ else []) + ([f"run.grad_clip={grad_clip}"] if grad_clip is not None else [])
     try:
-        plan = plan_grid(methods, dataset, seed_list, preset, set_, data_root, device, precision)
+        plan = plan_grid(methods, dataset, seed_list, preset, sets, data_root, device, precision)
     except UsageError as exc:
         raise _usage(str(exc)) from None
     store_path = store or out / "results.sqlite"

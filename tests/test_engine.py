@@ -197,3 +197,19 @@ def test_profile_rows_and_flops_by_hand():
     for k, v in before.items():  # profiling trains a copy: weights untouched, RNG restored
         assert torch.equal(v, model.state_dict()[k])
     assert torch.equal(rng, torch.get_rng_state())
+
+
+@pytest.mark.parametrize("opts", [dict(precision="bf16"), dict(channels_last=True), dict(image_size=24)])
+def test_precision_memory_format_and_resize_paths(tmp_path, opts):
+    method, model, ds = _fresh(ToyConfig(epochs=1, stage2_epochs=1))
+    cfg = RunConfig(batch_size=4, val_n_samples=2, channels_last=opts.get("channels_last", False),
+                    image_size=opts.get("image_size", 0))
+    precision = opts.get("precision", "fp32")
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    train(method, model, ds, SPLIT, cfg, tmp_path, seed=0, device=CPU, precision=precision)
+    log = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert all(0 < r["train_loss"] < 10 and 0 < r["val_loss"] < 10 for r in log)
+    rows = evaluate(method, model, ds, SPLIT.test, 2, CPU, 4, precision=precision, image_size=cfg.image_size,
+                    channels_last=cfg.channels_last)
+    assert rows and all(0 <= r["value"] <= 1 for r in rows if r["metric"] == "dice_soft")
