@@ -75,6 +75,36 @@ def test_bad_input_exits_2_one_line_writes_nothing(toy_env, args, needle):
     assert not out.exists() and _files(toy_env) == before
 
 
+@pytest.mark.slow
+def test_run_end_to_end_table_report_skip_force_and_failure(toy_env, monkeypatch):
+    out = toy_env / "runs"
+    argv = ["run", "--methods", "toy,toy.flat", "--dataset", "toyset", "--preset", str(toy_env / "toy.toml"),
+            "--out", str(out)]
+    runner = CliRunner()
+    res = runner.invoke(app, argv, env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    assert "done toy toyset seed 0" in res.output and "done toy.flat toyset seed 0" in res.output
+    table = [ln for ln in res.output.splitlines() if "toy.flat" in ln and "│" in ln]
+    assert table and "—" in table[0]  # toy.flat has no diverse output: GED is "—"
+    assert (out / "report").is_dir() and any((out / "report").iterdir())
+    with ResultsStore(out / "results.sqlite") as st:
+        first = sorted(st.runs()["run_id"])
+        assert len(first) == 2 and not st.metrics().empty and not st.profile().empty
+    res = runner.invoke(app, [*argv, "--no-report"])
+    assert res.exit_code == 0 and res.output.count("skip ") == 2
+    res = runner.invoke(app, [*argv, "--no-report", "--force", "--quiet", "--methods", "toy"])
+    assert res.exit_code == 0, res.output
+    with ResultsStore(out / "results.sqlite") as st:
+        again = sorted(st.runs()["run_id"])
+        assert len(again) == 2 and len(set(again) & set(first)) == 1  # toy replaced, toy.flat kept
+    monkeypatch.setenv("MRSEG_TOY_FAIL", "1")
+    res = runner.invoke(app, [*argv, "--no-report", "--quiet", "--seeds", "1"])
+    assert res.exit_code == 1
+    assert "failed: toy toyset seed 1: RuntimeError: toy failure injected" in " ".join(res.output.split())
+    with ResultsStore(out / "results.sqlite") as st:
+        assert st.runs("failed")["method"].tolist() == ["toy"] and len(st.runs("done")) == 3
+
+
 def test_missing_data_root_of_a_real_dataset_exits_2(toy_env):
     # a dataset whose factory needs files: a missing root is a usage error too
     from mrseg_bench.registry import DATASETS
