@@ -283,3 +283,20 @@ def test_ties_at_printed_precision_are_all_bold(report):
     assert table.best()["ged"].tolist() == [False, True]
     table.mean.at["probunet", "ged"] = best - 0.01  # lower GED is better
     assert table.best()["ged"].tolist() == [True, False]
+
+
+def test_column_directions_and_capabilities():
+    from mrseg_bench.reports.columns import higher_is_better, label, required_capability
+    from mrseg_bench.types import Capability
+
+    expected = {"ged": False, "dice_soft": True, "dice_match": True, "per_rater_dice[3]": True,
+                "consensus_dice": True, "sample_diversity": None, "rater_disagreement": None,
+                "params": False, "flops_per_image": False, "infer_images_per_s": True,
+                "train_images_per_s": True, "latency_p50_ms": False, "peak_memory_mb": False,
+                "wall_s_stage1": False, "no_such_column": None}
+    assert {k: higher_is_better(k) for k in expected} == expected
+    assert required_capability("per_rater_dice[0]") is Capability.PERSONALIZED
+    assert required_capability("ged") is Capability.DIVERSE
+    assert required_capability("consensus_dice_soft") is Capability.CONSENSUS
+    assert required_capability("params") is None
+    assert label("per_rater_dice[0]") == "R1" and label("ged") == "GED"

@@ -86,25 +86,28 @@ def base_metric(key: str) -> str:
     return key.split("[", 1)[0]
 
 
-def _suite_direction(name: str) -> bool | None:
+def _suite_spec(name: str):
+    """The metric suite's spec for ``name``, or None (suite missing or name unknown to it)."""
     try:
         from ..metrics.suite import MetricSuite  # written by the metrics helper
     except ImportError:
         return None
     try:
-        return bool(MetricSuite.higher_is_better(name))
-    except Exception:  # noqa: BLE001 - unknown to the suite: use the fallback
+        return MetricSuite.spec(name)
+    except Exception:  # noqa: BLE001 - unknown to the suite (profile names): use the fallback
         return None
 
 
 def higher_is_better(key: str) -> bool | None:
-    """True / False, or None for descriptive or unknown columns (no arrow, no bold)."""
+    """True / False, or None for descriptive or unknown columns (no arrow, no bold).
+
+    Descriptive: listed in ``DESCRIPTIVE`` or ``MetricSpec.descriptive`` in the suite."""
     name = base_metric(key)
     if name in DESCRIPTIVE:
         return None
-    found = _suite_direction(name)
-    if found is not None:
-        return found
+    spec = _suite_spec(name)
+    if spec is not None:
+        return None if getattr(spec, "descriptive", False) else bool(spec.higher_is_better)
     if name.startswith("wall_s_"):
         return False
     return _FALLBACK_HIGHER.get(name)
@@ -113,13 +116,8 @@ def higher_is_better(key: str) -> bool | None:
 def required_capability(key: str) -> Capability | None:
     """The capability a method must declare for this metric column (None: any method)."""
     name = base_metric(key)
-    try:
-        from ..metrics.suite import MetricSuite
-
-        spec = MetricSuite.spec(name)
-        return Capability(spec.requires)
-    except Exception:  # noqa: BLE001 - suite missing or name unknown to it
-        return _REQUIRES.get(name)
+    spec = _suite_spec(name)
+    return Capability(spec.requires) if spec is not None else _REQUIRES.get(name)
 
 
 def label(key: str) -> str:
