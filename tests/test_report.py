@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import wilcoxon
 
 from mrseg_bench.reports.demo import write_demo_store
@@ -300,3 +302,29 @@ def test_column_directions_and_capabilities():
     assert required_capability("consensus_dice_soft") is Capability.CONSENSUS
     assert required_capability("params") is None
     assert label("per_rater_dice[0]") == "R1" and label("ged") == "GED"
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), n_seeds=st.integers(1, 4), n_cases=st.integers(1, 6))
+def test_aggregation_property(data, n_seeds, n_cases):
+    """mean/std over seeds of per-run case means == numpy on the nested array, any row order."""
+    from mrseg_bench.reports.aggregate import run_means, seed_stats
+    from mrseg_bench.reports.loader import Results
+
+    vals = np.array(data.draw(st.lists(st.floats(0, 1), min_size=n_seeds * n_cases,
+                                       max_size=n_seeds * n_cases))).reshape(n_seeds, n_cases)
+    runs = pd.DataFrame({"run_id": [f"r{s}" for s in range(n_seeds)], "method": "m",
+                         "dataset": "d", "preset": "p", "seed": range(n_seeds)})
+    rows = [(f"r{s}", f"c{c}", "ged", pd.NA, vals[s, c]) for s in range(n_seeds) for c in range(n_cases)]
+    metrics = pd.DataFrame(rows, columns=["run_id", "case_id", "metric", "rater", "value"])
+    metrics = metrics.sample(frac=1.0, random_state=data.draw(st.integers(0, 100)))
+    metrics["rater"] = metrics["rater"].astype("Int64")
+    res = Results(runs, metrics, pd.DataFrame(columns=["run_id", "name", "value", "unit"]))
+    out = seed_stats(run_means(res)).set_index("key")
+    per_run = vals.mean(axis=1)
+    assert out.at["ged", "mean"] == pytest.approx(per_run.mean())
+    assert out.at["ged", "n"] == n_seeds
+    if n_seeds > 1:
+        assert out.at["ged", "std"] == pytest.approx(np.std(per_run, ddof=1), abs=1e-12)
+    else:
+        assert math.isnan(out.at["ged", "std"])
