@@ -59,6 +59,8 @@ def _files(root: Path) -> list[Path]:
     (["--methods", "toy", "--preset", "huge"], "unknown preset 'huge'; valid: default, paper, smoke"),
     (["--methods", "toy", "--seeds", "a,b"], "--seeds 'a,b': expected comma-separated integers"),
     (["--methods", "toy", "--device", "tpu"], "choose auto|cpu|cuda"),
+    (["--methods", "toy", "--precision", "fp8"], "precision='fp8' is not one of ['auto', 'bf16', 'fp32']"),
+    (["--methods", "toy", "--set", "run.protocol=mine"], "run.protocol='mine' is not valid; choose default, dpersona"),
 ])
 def test_bad_input_exits_2_one_line_writes_nothing(toy_env, args, needle):
     out = toy_env / "out"
@@ -103,6 +105,15 @@ def test_run_end_to_end_table_report_skip_force_and_failure(toy_env, monkeypatch
     assert "failed: toy toyset seed 1: RuntimeError: toy failure injected" in " ".join(res.output.split())
     with ResultsStore(out / "results.sqlite") as st:
         assert st.runs("failed")["method"].tolist() == ["toy"] and len(st.runs("done")) == 3
+
+
+def test_a_store_that_is_not_a_store_exits_2(toy_env):
+    junk = toy_env / "junk.sqlite"
+    junk.write_text("not a database " * 50)
+    res = CliRunner().invoke(app, ["run", "--methods", "toy", "--dataset", "toyset", "--preset",
+                                   str(toy_env / "toy.toml"), "--out", str(toy_env / "out"), "--store", str(junk)])
+    assert res.exit_code == 2 and "junk.sqlite" in res.output and len(res.output.strip().splitlines()) == 1
+    assert not (toy_env / "out").exists() and junk.read_text().startswith("not a database")
 
 
 def test_missing_data_root_of_a_real_dataset_exits_2(toy_env):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass
@@ -34,7 +35,7 @@ class RunConfig:
     threshold: float = 0.5
     metrics: str = ""  # comma list; empty: every metric the method's capabilities allow
     device: str = "auto"
-    precision: str = "auto"  # auto | bf16 | fp32
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
     channels_last: bool = False
     compile: bool = False
     grad_clip: float = 0.0  # 0: off; else max global grad norm
@@ -61,7 +62,6 @@ class RunConfig:
             "checkpoint_every": self.checkpoint_every >= 0,
             "profile_steps": self.profile_steps >= 1,
             "latency_repeats": self.latency_repeats >= 1,
-            "precision": self.precision in ("auto", "bf16", "fp32"),
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
