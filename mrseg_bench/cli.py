@@ -201,6 +201,8 @@ def profile(
     precision: str | None = typer.Option(None, "--precision", help="auto | bf16 | fp32."),
 ) -> None:
     """Profile untrained models (no training): params, FLOPs, throughput, latency, memory."""
+    import torch
+
     from .engine.data import make_batches, prepare
     from .engine.device import reset_peak_memory, seed_everything
     from .engine.profile import profile_method
@@ -219,6 +221,8 @@ def profile(
     for spec in plan.specs:
         ds = plan.datasets[spec.dataset]
         cfg = spec.run_cfg
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
         seed_everything(0)
         model = spec.method_obj.build(ds.info).to(spec.device)
         reset_peak_memory(spec.device)
