@@ -78,6 +78,7 @@ class Plan:
     specs: list[RunSpec]
     datasets: dict[str, Any]  # name -> MultiRaterDataset
     preset: Preset
+    splits: dict[str, Any] = field(default_factory=dict)  # name -> Split
 
 
 @dataclass
@@ -193,6 +194,7 @@ def plan_grid(methods: str, datasets: str = "synthetic", seeds: Sequence[int] = 
         prec = resolve_precision(run_cfg.precision, dev)
         built: dict[str, Any] = {}
         ds_opts: dict[str, dict[str, Any]] = {}
+        splits: dict[str, Any] = {}
         for d in dataset_names:
             opts = {**preset_obj.dataset_options(d), **ds_o}
             if data_root is not None:
@@ -205,6 +207,7 @@ def plan_grid(methods: str, datasets: str = "synthetic", seeds: Sequence[int] = 
             _check_options(factory, d, opts)
             built[d] = factory(root=root, **opts)
             ds_opts[d] = opts
+            splits[d] = make_run_split(built[d], run_cfg)  # bad folds/fractions fail here, not mid-grid
         objs: dict[str, Method] = {}
         for m in method_names:
             over = {**preset_obj.method_overrides(m, defaults[m]), **meth_o[m]}
@@ -212,7 +215,7 @@ def plan_grid(methods: str, datasets: str = "synthetic", seeds: Sequence[int] = 
             objs[m] = METHODS.get(m)(cfg)
     except UsageError:
         raise
-    except (RegistryError, ValueError, TypeError, FileNotFoundError, KeyError) as exc:
+    except (RegistryError, ValueError, TypeError, OSError, KeyError) as exc:
         raise UsageError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
     specs = []
     for d in dataset_names:
@@ -227,7 +230,7 @@ def plan_grid(methods: str, datasets: str = "synthetic", seeds: Sequence[int] = 
                 spec = RunSpec(m, d, int(seed), preset_obj.name, objs[m], ds_opts[d], run_cfg, dev, prec,
                                config=_jsonable(config), config_hash=config_hash(config))
                 specs.append(spec)
-    return Plan(specs, built, preset_obj)
+    return Plan(specs, built, preset_obj, splits)
 
 
 # -- one run ------------------------------------------------------------------------------------
@@ -279,7 +282,7 @@ def _write_metrics_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def run_one(spec: RunSpec, dataset, out: Path, store: ResultsStore, force: bool = False, quiet: bool = True,
-            log: Callable[[str], None] = lambda s: None) -> Outcome:
+            log: Callable[[str], None] = lambda s: None, split=None) -> Outcome:
     """Train, evaluate, profile and store one run. Exceptions (not KeyboardInterrupt) are recorded
     as a failed run; a Ctrl-C or a kill leaves the store untouched and the checkpoints to resume."""
     run_dir = spec.run_dir(out)
@@ -308,7 +311,7 @@ def run_one(spec: RunSpec, dataset, out: Path, store: ResultsStore, force: bool 
     (run_dir / "config.json").write_text(json.dumps({**spec.config, "config_hash": spec.config_hash}, indent=2,
                                                     sort_keys=True), encoding="utf-8")
     try:
-        split = make_run_split(dataset, cfg)
+        split = split if split is not None else make_run_split(dataset, cfg)
         (run_dir / "split.json").write_text(json.dumps(_split_json(split, dataset), indent=1), encoding="utf-8")
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
@@ -360,7 +363,8 @@ def run_grid(plan: Plan, out: str | Path = "runs", store_path: str | Path = "run
     out = Path(out)
     store = ResultsStore(store_path)
     try:
-        return [run_one(s, plan.datasets[s.dataset], out, store, force, quiet, log) for s in plan.specs]
+        return [run_one(s, plan.datasets[s.dataset], out, store, force, quiet, log, plan.splits.get(s.dataset))
+                for s in plan.specs]
     finally:
         store.close()
 

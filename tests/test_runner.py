@@ -73,6 +73,8 @@ def test_config_hash_canonical_and_sensitive(toy_preset):
     (dict(sets=["novalue"]), "expected key=value"),
     (dict(data_root="/no/such/folder"), "--data-root /no/such/folder: does not exist"),
     (dict(device="tpu"), "auto\\|cpu\\|cuda"),
+    (dict(sets=["run.num_folds=4", "run.fold=7"]), "fold"),
+    (dict(sets=["run.test_fraction=1.5"]), "fraction"),
 ])
 def test_plan_rejects_bad_input(toy_preset, kwargs, match):
     args = dict(methods="toy", datasets="toyset", seeds=[0], preset=toy_preset, sets=[])
