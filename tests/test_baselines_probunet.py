@@ -121,9 +121,9 @@ def test_l2_norm_sum_by_hand():
 def test_presets_resolve():
     smp = ProbUNetConfig()
     assert (smp.backbone, smp.latent_dim, smp.beta) == ("smp", 6, 1.0)
-    assert smp.resolved_recon_loss() == "gdl" and smp.resolved_latent_filters() == (16, 32, 64, 128, 256)
+    assert smp.resolved_recon_loss() == "gdl" and smp.resolved_prior_filters() == (16, 32, 64, 128, 256)
     kohl = ProbUNetConfig(backbone="kohl")
-    assert kohl.resolved_recon_loss() == "bce" and kohl.resolved_latent_filters() == (32, 64, 128, 192)
+    assert kohl.resolved_recon_loss() == "bce" and kohl.resolved_prior_filters() == (32, 64, 128, 192)
     assert ProbUNetConfig(backbone="kohl", recon_loss="gdl").resolved_recon_loss() == "gdl"
     with pytest.raises(ValueError, match="latent_dim"):
         ProbUNet(ProbUNetConfig(latent_dim=0))

@@ -36,21 +36,22 @@ SMP_LATENT_FILTERS = (16, 32, 64, 128, 256)
 
 @dataclass
 class ProbUNetConfig(MethodConfig):
-    """``latent_filters=()`` and ``recon_loss="auto"`` take the preset of ``backbone``
-    (smp: (16,32,64,128,256) and gdl; kohl: ``kohl_filters`` and bce)."""
+    """``prior_filters=()`` and ``recon_loss="auto"`` take the preset of ``backbone``
+    (smp: (16,32,64,128,256) and gdl; kohl: ``kohl_filters`` and bce). ``prior_filters`` (the
+    prior and posterior nets' filters) has D-Persona's field name, so one preset key sizes both."""
 
     backbone: Literal["smp", "kohl"] = "smp"
     decoder_channels: tuple[int, ...] = DEFAULT_DECODER_CHANNELS
     kohl_filters: tuple[int, ...] = (32, 64, 128, 192)
     latent_dim: int = 6
-    latent_filters: tuple[int, ...] = ()
+    prior_filters: tuple[int, ...] = ()
     beta: float = 1.0
     recon_loss: Literal["auto", "gdl", "bce"] = "auto"
     l2_weight: float = 1e-5
 
-    def resolved_latent_filters(self) -> tuple[int, ...]:
-        if self.latent_filters:
-            return tuple(self.latent_filters)
+    def resolved_prior_filters(self) -> tuple[int, ...]:
+        if self.prior_filters:
+            return tuple(self.prior_filters)
         return SMP_LATENT_FILTERS if self.backbone == "smp" else tuple(self.kohl_filters)
 
     def resolved_recon_loss(self) -> str:
@@ -83,7 +84,7 @@ class ProbUNet(Method):
         backbone = build_backbone(c.backbone, dataset_info.in_channels, c.encoder_name,
                                   c.encoder_weights, c.decoder_channels, c.kohl_filters)
         return ProbUNetModel(backbone, dataset_info.in_channels, c.latent_dim,
-                             c.resolved_latent_filters())
+                             c.resolved_prior_filters())
 
     def training_step(self, model: nn.Module, batch: MultiRaterBatch, stage: Stage) -> dict[str, torch.Tensor]:
         mask, _ = draw_valid_rater(batch.masks, batch.rater_valid)
