@@ -16,7 +16,8 @@ from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Benchmark multi-rater medical image segmentation methods head to head.")
-console = Console()
+# a wide table in logs and pipes (rich assumes 80 columns when stdout is not a terminal)
+console = Console() if sys.stdout.isatty() else Console(width=200)
 err_console = Console(stderr=True)
 
 DASH = "—"

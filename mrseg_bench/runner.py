@@ -235,12 +235,32 @@ def plan_grid(methods: str, datasets: str = "synthetic", seeds: Sequence[int] = 
 
 # -- one run ------------------------------------------------------------------------------------
 def make_run_split(dataset, cfg: RunConfig):
-    """The split for a run (the datasets helper's ``make_split``; split seed 0 for every seed,
-    so seeds repeat training on the same split)."""
+    """The split for a run (``datasets.splits.make_split``). The split does not depend on the
+    run's seed, so seeds repeat training on the same split; its own seed is ``run.split_seed``
+    (None: the protocol's seed, 0 by default and 1337 for ``protocol="dpersona"``)."""
     from .datasets.splits import make_split
 
-    return make_split(dataset, protocol=cfg.protocol, seed=0, val_fraction=cfg.val_fraction,
-                      test_fraction=cfg.test_fraction, num_folds=cfg.num_folds, fold=cfg.fold)
+    return make_split(dataset, protocol=cfg.protocol, seed=cfg.split_seed,
+                      val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
+                      num_folds=cfg.num_folds, fold=cfg.fold)
+
+
+def save_qualitative_cases(method: Method, model, dataset, split, cfg: RunConfig,
+                           device: torch.device, run_dir: Path) -> None:
+    """Predict the first ``cfg.qualitative_cases`` test cases and save ``qualitative.pt`` (the
+    report's qualitative grid; the same cases for every method of a dataset)."""
+    from .reports.qualitative import save_qualitative
+
+    idx = limit(list(split.test), cfg.qualitative_cases)
+    if not idx:
+        return
+    batch = prepare(next(iter(make_batches(dataset, idx, len(idx), False, 0))), device,
+                    cfg.image_size, cfg.channels_last)
+    model.eval()
+    with torch.no_grad():
+        pred = method.predict(model, batch.image, cfg.n_samples)
+    save_qualitative(run_dir, batch.image, batch.masks, pred, batch.case_id,
+                     max_cases=cfg.qualitative_cases)
 
 
 def _split_json(split, dataset) -> Any:
@@ -305,7 +325,7 @@ def run_one(spec: RunSpec, dataset, out: Path, store: ResultsStore, force: bool 
         "config_hash": spec.config_hash,
         "capabilities": ",".join(sorted(c.value for c in spec.method_obj.info.capabilities)),
         "convention": cfg.convention, "n_samples": cfg.n_samples, "git_commit": git_commit(),
-        "package_version": __version__, "env_json": environment(dev), "run_dir": str(run_dir),
+        "package_version": __version__, "env_json": environment(dev), "run_dir": str(run_dir.resolve()),
         "started_at": started,
     }
     (run_dir / "config.json").write_text(json.dumps({**spec.config, "config_hash": spec.config_hash}, indent=2,
@@ -333,6 +353,8 @@ def run_one(spec: RunSpec, dataset, out: Path, store: ResultsStore, force: bool 
                         channels_last=cfg.channels_last, max_cases=cfg.max_eval_cases)
         eval_wall = time.perf_counter() - t_eval
         _write_metrics_csv(run_dir / "metrics.csv", rows)
+        if cfg.qualitative_cases:
+            save_qualitative_cases(spec.method_obj, model, dataset, split, cfg, dev, run_dir)
         prof: list[dict[str, Any]] = []
         if cfg.profile:
             idx = limit(list(split.test) or list(split.train), cfg.eval_bs)

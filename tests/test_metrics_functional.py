@@ -276,3 +276,31 @@ class TestEdgeCases:
         assert out.shape == (2,)
         assert close(out, [11 / 48, 0.0])
         assert per_rater_dice(s, y).shape == (2, 4)
+
+
+def test_sample_rater_dice_worked_example():
+    """M[j,i] rows (Y1..Y4) = [1,0,0,.4], [.5,0,0,.4], [0,1,1,0], [1,0,0,.4] (Y3 empty: both-empty
+    Dice is 1) -> row means .35, .225, .5, .35; their mean 1.425/4 = .35625."""
+    from mrseg_bench.metrics import sample_rater_dice, sample_rater_dice_mean
+
+    assert close(sample_rater_dice(SAMPLES, RATERS), [[0.35, 0.225, 0.5, 0.35]])
+    assert close(sample_rater_dice_mean(SAMPLES, RATERS), [0.35625])
+
+
+def test_sample_rater_dice_invalid_rater_is_nan_and_left_out_of_the_mean():
+    from mrseg_bench.metrics import sample_rater_dice, sample_rater_dice_mean
+
+    valid = torch.tensor([[True, True, False, True]])
+    assert close(sample_rater_dice(SAMPLES, RATERS, valid), [[0.35, 0.225, math.nan, 0.35]])
+    assert close(sample_rater_dice_mean(SAMPLES, RATERS, valid), [(0.35 + 0.225 + 0.35) / 3])
+
+
+def test_personalised_outputs_beat_a_fixed_sample_when_they_match_their_rater():
+    """Outputs equal to their raters: per-rater Dice 1 everywhere; the same outputs used as
+    non-personalised samples score the row means of the Dice matrix instead."""
+    from mrseg_bench.metrics import sample_rater_dice_mean
+
+    outputs = probs(Y1, Y2, EMPTY, Y1)
+    assert close(per_rater_dice_mean(outputs, RATERS), [1.0])
+    # M rows: Y1 vs (Y1,Y2,0,Y1) = [1,.5,0,1]; Y2: [.5,1,0,.5]; Y3: [0,0,1,0]; Y4 = Y1
+    assert close(sample_rater_dice_mean(outputs, RATERS), [(2.5 / 4 + 2 / 4 + 1 / 4 + 2.5 / 4) / 4])

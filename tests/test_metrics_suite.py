@@ -25,9 +25,10 @@ from mrseg_bench.types import Capability, Prediction
 
 ALL = {"ged", "dice_soft", "dice_max", "dice_max_reverse", "dice_match", "hm_iou", "ncc",
        "sample_diversity", "rater_disagreement", "per_rater_dice", "per_rater_dice_mean",
-       "per_rater_dice_matched", "consensus_dice", "consensus_dice_soft"}
+       "per_rater_dice_matched", "consensus_dice", "consensus_dice_soft", "sample_rater_dice",
+       "sample_rater_dice_mean"}
 DIVERSE = {"ged", "dice_soft", "dice_max", "dice_max_reverse", "dice_match", "hm_iou", "ncc",
-           "sample_diversity", "rater_disagreement"}
+           "sample_diversity", "rater_disagreement", "sample_rater_dice", "sample_rater_dice_mean"}
 PERSONAL = {"per_rater_dice", "per_rater_dice_mean", "per_rater_dice_matched"}
 CONSENSUS = {"consensus_dice", "consensus_dice_soft"}
 
@@ -51,7 +52,8 @@ def test_registered_names_and_specs():
     assert by_cap[Capability.PERSONALIZED] == PERSONAL
     assert by_cap[Capability.CONSENSUS] == CONSENSUS
     assert {s.name for s in BUILTIN_SPECS if s.per_rater} == {"per_rater_dice",
-                                                              "per_rater_dice_matched"}
+                                                              "per_rater_dice_matched",
+                                                              "sample_rater_dice"}
     assert {s.name for s in BUILTIN_SPECS if s.descriptive} == {"sample_diversity",
                                                                 "rater_disagreement"}
     assert MetricSuite.higher_is_better("ged") is False

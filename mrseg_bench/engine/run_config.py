@@ -27,6 +27,7 @@ class RunConfig:
     max_steps_per_epoch: int = 0
     max_eval_cases: int = 0
     protocol: str = "default"
+    split_seed: int | None = None  # None: the protocol's own seed (0; 1337 for "dpersona")
     val_fraction: float = 0.15
     test_fraction: float = 0.2
     num_folds: int | None = None
@@ -42,6 +43,7 @@ class RunConfig:
     val_every: int = 1
     checkpoint_every: int = 1  # epochs between resumable `last` checkpoints (0: stage end only)
     profile: bool = True
+    qualitative_cases: int = 4  # test cases saved to qualitative.pt for the report (0: none)
     profile_warmup: int = 1
     profile_steps: int = 3
     latency_repeats: int = 10
@@ -57,6 +59,7 @@ class RunConfig:
             "image_size": self.image_size >= 0,
             "max_steps_per_epoch": self.max_steps_per_epoch >= 0,
             "max_eval_cases": self.max_eval_cases >= 0,
+            "qualitative_cases": self.qualitative_cases >= 0,
             "grad_clip": self.grad_clip >= 0,
             "val_every": self.val_every >= 1,
             "checkpoint_every": self.checkpoint_every >= 0,

@@ -15,7 +15,15 @@ from .functional import (
     rater_disagreement,
     sample_diversity,
 )
-from .matching import dice_match, dice_max, dice_max_reverse, hm_iou, per_rater_dice_matched
+from .matching import (
+    dice_match,
+    dice_max,
+    dice_max_reverse,
+    hm_iou,
+    per_rater_dice_matched,
+    sample_rater_dice,
+    sample_rater_dice_mean,
+)
 from .pairwise import CONVENTIONS, dice_matrix, iou_matrix
 from .suite import BUILTIN_SPECS, MetricSpec, MetricSuite
 from .validation import validate_inputs
@@ -25,5 +33,5 @@ __all__ = [
     "MetricSuite", "consensus_dice", "consensus_dice_soft", "dice_match", "dice_matrix",
     "dice_max", "dice_max_reverse", "dice_soft", "ged", "hm_iou", "iou_matrix", "ncc",
     "per_rater_dice", "per_rater_dice_matched", "per_rater_dice_mean", "rater_disagreement",
-    "sample_diversity", "validate_inputs",
+    "sample_diversity", "sample_rater_dice", "sample_rater_dice_mean", "validate_inputs",
 ]

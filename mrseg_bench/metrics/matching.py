@@ -46,6 +46,36 @@ def dice_max(samples: Tensor, raters: Tensor, rater_valid: Tensor | None = None,
                                             convention=convention, threshold=threshold))
 
 
+def sample_rater_dice_ctx(ctx: MetricContext) -> Tensor:
+    m = ctx.dice_ys  # [B,R,N]
+    return _nan_where(~ctx.rater_valid, m.mean(-1))
+
+
+def sample_rater_dice(samples: Tensor, raters: Tensor, rater_valid: Tensor | None = None,
+                      convention: str = "standard", threshold: float = 0.5) -> Tensor:
+    """Per-rater Dice a NON-personalised sample achieves: ``[B,R]`` with entry r =
+    mean_i M[r,i] = mean over samples i of Dice(Y_r, S_i) (NaN for invalid raters).
+
+    It is what scoring each rater against a fixed (randomly chosen) sample gives in expectation,
+    so ``per_rater_dice - sample_rater_dice`` is the gain of personalisation. Empty masks: see
+    ``dice_matrix`` (both empty -> 1)."""
+    return sample_rater_dice_ctx(MetricContext.build(raters, samples=samples, rater_valid=rater_valid,
+                                                     convention=convention, threshold=threshold))
+
+
+def sample_rater_dice_mean_ctx(ctx: MetricContext) -> Tensor:
+    return _valid_mean(ctx.dice_ys.mean(-1), ctx.valid)
+
+
+def sample_rater_dice_mean(samples: Tensor, raters: Tensor, rater_valid: Tensor | None = None,
+                           convention: str = "standard", threshold: float = 0.5) -> Tensor:
+    """``[B]``: mean over valid raters of ``sample_rater_dice`` = mean over all (valid rater,
+    sample) pairs of Dice(Y_j, S_i)."""
+    return sample_rater_dice_mean_ctx(MetricContext.build(raters, samples=samples,
+                                                          rater_valid=rater_valid,
+                                                          convention=convention, threshold=threshold))
+
+
 def dice_max_reverse_ctx(ctx: MetricContext) -> Tensor:
     return _valid_mean(ctx.dice_ys.amax(-1), ctx.valid)
 

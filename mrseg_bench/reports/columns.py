@@ -68,6 +68,7 @@ LABELS: dict[str, str] = {
     "sample_diversity": "Sample div.",
     "rater_disagreement": "Rater disagr.",
     "per_rater_dice_mean": "Mean",
+    "sample_rater_dice_mean": "Dice fixed sample",
     "per_rater_dice_matched": "Matched",
     "consensus_dice": "Consensus Dice",
     "consensus_dice_soft": "Consensus Dice_soft",

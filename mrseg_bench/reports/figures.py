@@ -210,5 +210,6 @@ def qualitative_grid(images: torch.Tensor, raters: torch.Tensor,
                      ylabel=name if c == 0 else None)
     fig.suptitle("rater masks: white = foreground; method outputs: probability, "
                  "dark 0 to yellow 1", fontsize=8)
-    fig.tight_layout(pad=0.3, h_pad=0.4, w_pad=0.2)
+    # leave the top strip (about 0.35 inch) to the title so it never overlaps the first row
+    fig.tight_layout(pad=0.3, h_pad=0.4, w_pad=0.2, rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
     return save_figure(fig, Path(out_path))

@@ -22,7 +22,8 @@ from .columns import Column, cost_column, metric_column, required_capability
 from .loader import Results
 from .significance import paired_pvalues
 
-DIVERSITY_KEYS = ("ged", "dice_soft", "dice_match", "dice_max", "hm_iou", "sample_diversity")
+DIVERSITY_KEYS = ("ged", "dice_soft", "dice_match", "dice_max", "hm_iou", "sample_rater_dice_mean",
+                  "sample_diversity")
 CONSENSUS_KEYS = ("consensus_dice", "consensus_dice_soft")
 COST_KEYS = ("params", "flops_per_image", "train_images_per_s", "infer_images_per_s",
              "latency_p50_ms", "peak_memory_mb", "device")
