@@ -29,14 +29,18 @@ class MultiRaterDataset(torch.utils.data.Dataset, abc.ABC):
     """
 
     info: DatasetInfo
+    _case_ids: list[str]
+    _group_ids: list[str]
 
     @property
-    @abc.abstractmethod
-    def case_ids(self) -> list[str]: ...
+    def case_ids(self) -> list[str]:
+        """Case ids in index order (subclasses fill ``_case_ids`` or override)."""
+        return self._case_ids
 
     @property
-    @abc.abstractmethod
-    def group_ids(self) -> list[str]: ...
+    def group_ids(self) -> list[str]:
+        """Patient ids in index order (subclasses fill ``_group_ids`` or override)."""
+        return self._group_ids
 
     def __len__(self) -> int:
         return len(self.case_ids)

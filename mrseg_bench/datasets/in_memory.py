@@ -56,14 +56,6 @@ class InMemoryMultiRaterDataset(MultiRaterDataset):
         self.sort_masks_by_area = sort_masks_by_area
         self.source = source
 
-    @property
-    def case_ids(self) -> list[str]:
-        return self._case_ids
-
-    @property
-    def group_ids(self) -> list[str]:
-        return self._group_ids
-
     def __len__(self) -> int:
         return len(self._case_ids)
 

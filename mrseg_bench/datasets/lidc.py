@@ -133,14 +133,6 @@ class PhisegLIDC(MultiRaterDataset):
         self._fh = None
         self._pid = None
 
-    @property
-    def case_ids(self) -> list[str]:
-        return self._case_ids
-
-    @property
-    def group_ids(self) -> list[str]:
-        return self._group_ids
-
     def _file(self):
         import h5py
 

@@ -105,10 +105,6 @@ class NPC170(MultiRaterDataset):
                                 tuple(f"a{k + 1}" for k in range(len(LABELS))), size, "fixed")
 
     @property
-    def case_ids(self) -> list[str]:
-        return self._case_ids
-
-    @property
     def group_ids(self) -> list[str]:
         return self.volume_ids
 

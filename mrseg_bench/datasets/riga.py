@@ -96,10 +96,6 @@ class RIGA(MultiRaterDataset):
                                 tuple(f"rater{k + 1}" for k in range(NUM_RATERS)), size, "fixed")
 
     @property
-    def case_ids(self) -> list[str]:
-        return self._case_ids
-
-    @property
     def group_ids(self) -> list[str]:
         return self._case_ids
 
