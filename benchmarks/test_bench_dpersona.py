@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from bench_utils import random_batch, record
 
 from mrseg_bench.methods.dpersona import DPersonaConfig, dpersona
 from mrseg_bench.types import DatasetInfo, MultiRaterBatch
@@ -28,15 +29,7 @@ def setup():
 
 
 def batch(n: int) -> MultiRaterBatch:
-    g = torch.Generator().manual_seed(1)
-    return MultiRaterBatch(torch.randn(n, 1, SIZE, SIZE, generator=g),
-                           (torch.rand(n, RATERS, SIZE, SIZE, generator=g) > 0.7).to(torch.uint8),
-                           torch.ones(n, RATERS, dtype=torch.bool))
-
-
-def record(benchmark, images: int) -> None:
-    mean = benchmark.stats.stats.mean
-    benchmark.extra_info.update({"ms_per_call": round(mean * 1e3, 1), "images_per_s": round(images / mean, 2)})
+    return random_batch(n, RATERS, SIZE)
 
 
 def test_stage1_training_step_batch12(benchmark, setup):
