@@ -150,3 +150,17 @@ def test_grid_end_to_end_skip_force_and_failure(toy_preset, tmp_path, monkeypatc
 def split_case_ids(plan, indices):
     ds = plan.datasets["toyset"]
     return [ds.case_ids[i] for i in indices]
+
+
+def test_run_split_uses_the_protocols_own_seed_unless_given():
+    """protocol="dpersona" shuffles with the reference's seed 1337, not the run's seed."""
+    from mrseg_bench.datasets.splits import make_split
+    from mrseg_bench.engine.run_config import RunConfig
+    from mrseg_bench.registry import DATASETS
+    from mrseg_bench.runner import make_run_split
+
+    ds = DATASETS.get("synthetic")(num_cases=16, image_size=16)
+    ref = make_split(ds, protocol="dpersona", seed=1337)
+    assert make_run_split(ds, RunConfig(protocol="dpersona")) == ref
+    assert make_run_split(ds, RunConfig(protocol="dpersona", split_seed=5)) != ref
+    assert make_run_split(ds, RunConfig()) == make_split(ds, seed=0)
