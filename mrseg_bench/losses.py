@@ -36,6 +36,23 @@ def generalised_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float
     return 1.0 - (2.0 * intersect / denom).mean()
 
 
+def masked_generalised_dice_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
+                                 eps: float = 1e-6) -> torch.Tensor:
+    """The reference GDL over channels ``[B,C,H,W]`` leaving out (b, c) pairs with
+    ``valid[b,c] == False``; channels valid nowhere in the batch are left out of the mean.
+    Equals ``generalised_dice_loss`` when everything is valid."""
+    v = valid.float()[:, :, None, None]
+    p = torch.sigmoid(logits.float())
+    t = target.float()
+    if p.shape[1] == 1:
+        p, t, v = torch.cat([p, 1 - p], 1), torch.cat([t, 1 - t], 1), torch.cat([v, v], 1)
+    inter = (p * t * v).sum(dim=(0, 2, 3))
+    denom = ((p + t) * v).sum(dim=(0, 2, 3)).clamp_min(eps)
+    present = (v.sum(dim=(0, 2, 3)) > 0).float()
+    dice = 2 * inter / denom
+    return 1 - (dice * present).sum() / present.sum().clamp_min(1)
+
+
 def bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean binary cross-entropy with logits (numerically stable)."""
     if logits.shape != target.shape:

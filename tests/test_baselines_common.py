@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from mrseg_bench.baselines.common import (
     draw_valid_rater,
-    masked_generalised_dice_loss,
+    per_rater_generalised_dice_loss,
     recon_loss,
     valid_rater_mean,
 )
@@ -57,7 +57,7 @@ def test_masked_gdl_equals_per_channel_gdl_when_all_valid():
     logits, target = torch.randn(3, 4, 5, 5), (torch.rand(3, 4, 5, 5) > 0.5).float()
     expected = torch.stack([generalised_dice_loss(logits[:, r:r + 1], target[:, r:r + 1])
                             for r in range(4)]).mean()
-    got = masked_generalised_dice_loss(logits, target, torch.ones(3, 4, dtype=torch.bool))
+    got = per_rater_generalised_dice_loss(logits, target, torch.ones(3, 4, dtype=torch.bool))
     assert torch.allclose(got, expected, atol=1e-6)
 
 
@@ -71,8 +71,8 @@ def test_masked_gdl_ignores_invalid_pairs(seed):
     valid[0, 0] = True
     noise = (torch.rand(3, 4, 4, 4, generator=g) > 0.5).float()
     changed = torch.where(valid[:, :, None, None], target, noise)  # only invalid pairs change
-    a = masked_generalised_dice_loss(logits, target, valid)
-    assert torch.allclose(a, masked_generalised_dice_loss(logits, changed, valid))
+    a = per_rater_generalised_dice_loss(logits, target, valid)
+    assert torch.allclose(a, per_rater_generalised_dice_loss(logits, changed, valid))
     # by hand: rater r's loss from its valid images only, mean over raters with any valid image
     per = []
     for r in range(4):

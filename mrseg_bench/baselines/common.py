@@ -56,7 +56,7 @@ def recon_loss(kind: str, logits: torch.Tensor, target: torch.Tensor) -> torch.T
     raise ValueError(f"loss must be 'gdl' or 'bce', got {kind!r}")
 
 
-def masked_generalised_dice_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
+def per_rater_generalised_dice_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
                                  eps: float = 1e-6) -> torch.Tensor:
     """Generalised Dice loss per rater channel, invalid (image, rater) pairs left out.
 
@@ -70,7 +70,7 @@ def masked_generalised_dice_loss(logits: torch.Tensor, target: torch.Tensor, val
     ``logits``/``target`` ``[B,R,H,W]``, ``valid`` bool ``[B,R]``.
     """
     if logits.shape != target.shape or logits.ndim != 4 or valid.shape != logits.shape[:2]:
-        raise ValueError(f"masked_generalised_dice_loss: logits {tuple(logits.shape)}, target "
+        raise ValueError(f"per_rater_generalised_dice_loss: logits {tuple(logits.shape)}, target "
                          f"{tuple(target.shape)}, valid {tuple(valid.shape)} do not match [B,R,H,W]/[B,R]")
     p = torch.sigmoid(logits.float())
     t = target.float()
@@ -82,5 +82,5 @@ def masked_generalised_dice_loss(logits: torch.Tensor, target: torch.Tensor, val
     per_rater = 1.0 - (2.0 * inter / denom).mean(0)  # [R]
     used = valid.any(0)
     if not bool(used.any()):
-        raise ValueError("masked_generalised_dice_loss: no valid (image, rater) pair")
+        raise ValueError("per_rater_generalised_dice_loss: no valid (image, rater) pair")
     return per_rater[used].mean()

@@ -7,7 +7,7 @@
   (implemented as a single ``Conv2d(F, R, 1)``), R output channels.
 
 Loss: generalised Dice per rater channel with invalid (image, rater) pairs masked out
-(``common.masked_generalised_dice_loss``), or masked mean BCE.
+(``common.per_rater_generalised_dice_loss``), or masked mean BCE.
 
 Capabilities PERSONALIZED and DIVERSE: output r is rater r's prediction, and the R outputs are
 ALSO returned as R diverse samples, because that is how papers score per-rater models on
@@ -26,7 +26,7 @@ from torch import nn
 from ..method import Method, MethodInfo, Stage
 from ..registry import register_method
 from ..types import Capability, DatasetInfo, MultiRaterBatch, Prediction
-from .common import check_batch, masked_generalised_dice_loss
+from .common import check_batch, per_rater_generalised_dice_loss
 from .deterministic import UNetConfig
 from .unet import build_unet
 
@@ -74,7 +74,7 @@ class _PerRater(Method):
                              f"{tuple(batch.masks.shape)} (built for another number of raters?)")
         target = batch.masks.float()
         if self.cfg.loss == "gdl":
-            loss = masked_generalised_dice_loss(logits, target, batch.rater_valid)
+            loss = per_rater_generalised_dice_loss(logits, target, batch.rater_valid)
         elif self.cfg.loss == "bce":
             per = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none").mean((2, 3))
             w = batch.rater_valid.float()

@@ -8,7 +8,7 @@ Stage 1:  L = L_rec + kl_weight * KL(q || p) + beta * L_bound + l2_weight * sum_
   GDL([max_k s_k, min_k s_k], [union_r y_r, intersection_r y_r]) over the valid raters.
 - L2: unsquared norms of ``DPersonaNet.regularised_parameters()``.
 Stage 2:  GDL between the R personalised logits and the R masks (head r <-> rater r),
-``masked_generalised_dice_loss`` so that missing raters are left out.
+``mrseg_bench.losses.masked_generalised_dice_loss`` so that missing raters are left out.
 GDL is ``mrseg_bench.losses.generalised_dice_loss`` (the reference form).
 """
 
@@ -19,7 +19,7 @@ from contextlib import nullcontext
 import torch
 from torch.distributions import kl_divergence
 
-from ...losses import generalised_dice_loss
+from ...losses import generalised_dice_loss, masked_generalised_dice_loss
 from .model import DPersonaNet
 
 
@@ -48,23 +48,6 @@ def bound_loss(sample_logits: torch.Tensor, masks: torch.Tensor, rater_valid: to
     """GDL of ``[max_k s_k, min_k s_k]`` (logits ``[B,K,H,W]``) vs ``[union, intersection]``."""
     bounds = torch.stack([sample_logits.amax(1), sample_logits.amin(1)], dim=1)
     return generalised_dice_loss(bounds, union_intersection(masks, rater_valid))
-
-
-def masked_generalised_dice_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
-                                 eps: float = 1e-6) -> torch.Tensor:
-    """The reference GDL over channels ``[B,C,H,W]`` leaving out (b, c) pairs with
-    ``valid[b,c] == False``; channels valid nowhere in the batch are left out of the mean.
-    Equals ``generalised_dice_loss`` when everything is valid."""
-    v = valid.float()[:, :, None, None]
-    p = torch.sigmoid(logits.float())
-    t = target.float()
-    if p.shape[1] == 1:
-        p, t, v = torch.cat([p, 1 - p], 1), torch.cat([t, 1 - t], 1), torch.cat([v, v], 1)
-    inter = (p * t * v).sum(dim=(0, 2, 3))
-    denom = ((p + t) * v).sum(dim=(0, 2, 3)).clamp_min(eps)
-    present = (v.sum(dim=(0, 2, 3)) > 0).float()
-    dice = 2 * inter / denom
-    return 1 - (dice * present).sum() / present.sum().clamp_min(1)
 
 
 def l2_penalty(model: DPersonaNet) -> torch.Tensor:
