@@ -190,6 +190,9 @@ def plan_grid(methods: str, datasets: str = "synthetic", seeds: Sequence[int] = 
 
         if run_cfg.protocol not in PROTOCOLS:
             raise UsageError(f"run.protocol={run_cfg.protocol!r} is not valid; choose {', '.join(PROTOCOLS)}")
+        # the metric names and the GED convention are checked now, not when a run starts
+        metric_suite([n for n in run_cfg.metrics.split(",") if n.strip()] or None,
+                     run_cfg.convention, run_cfg.threshold)
         dev = resolve_device(run_cfg.device)
         prec = resolve_precision(run_cfg.precision, dev)
         built: dict[str, Any] = {}

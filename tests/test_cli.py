@@ -61,6 +61,8 @@ def _files(root: Path) -> list[Path]:
     (["--methods", "toy", "--device", "tpu"], "choose auto|cpu|cuda"),
     (["--methods", "toy", "--precision", "fp8"], "precision='fp8' is not one of ['auto', 'bf16', 'fp32']"),
     (["--methods", "toy", "--set", "run.protocol=mine"], "run.protocol='mine' is not valid; choose default, dpersona"),
+    (["--methods", "toy", "--set", "run.convention=mine"], "convention must be one of ['standard', 'dpersona']"),
+    (["--methods", "toy", "--set", "run.metrics=ged,nope"], "unknown metric 'nope'; known:"),
 ])
 def test_bad_input_exits_2_one_line_writes_nothing(toy_env, args, needle):
     out = toy_env / "out"
