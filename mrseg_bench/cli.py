@@ -130,12 +130,8 @@ def run(
 
 
 def _write_report(store_path: Path, out_dir: Path, quiet: bool) -> None:
-    try:
-        from .reports.report import write_report
-    except ImportError:
-        if not quiet:
-            console.print("(reports not available: mrseg_bench.reports.report missing)", markup=False)
-        return
+    from .reports.report import write_report
+
     try:
         paths = write_report(store_path, out_dir)
     except Exception as exc:  # noqa: BLE001 - the runs are stored; a report failure is reported only
@@ -246,10 +242,8 @@ def report(
     """Write LaTeX / Markdown / CSV tables and figures from the results store."""
     if not store.is_file():
         raise _usage(f"--store {store}: no such results store")
-    try:
-        from .reports.report import write_report
-    except ImportError as exc:
-        raise _usage(f"reports are not available ({exc})") from None
+    from .reports.report import write_report
+
     try:
         paths = write_report(store, out)
     except ValueError as exc:
@@ -268,10 +262,8 @@ def check(
     """Compare the store against a baseline (CI regression gate); exit 1 when it fails."""
     if not store.is_file():
         raise _usage(f"--store {store}: no such results store")
-    try:
-        from .reports.check import run_check
-    except ImportError as exc:
-        raise _usage(f"check is not available ({exc})") from None
+    from .reports.check import run_check
+
     try:
         ok, text = run_check(store, baseline, tolerance=tolerance, update=update)
     except (ValueError, FileNotFoundError) as exc:

@@ -18,11 +18,9 @@ from .device import autocast
 
 
 def metric_suite(names: Sequence[str] | None = None, convention: str = "standard", threshold: float = 0.5):
-    """The metrics helper's ``MetricSuite`` (imported lazily)."""
-    try:
-        from ..metrics import MetricSuite
-    except ImportError:
-        from ..metrics.suite import MetricSuite
+    """A ``MetricSuite`` for ``names`` (None: every metric a prediction's capabilities allow)."""
+    from ..metrics import MetricSuite
+
     return MetricSuite(names=list(names) if names else None, convention=convention, threshold=threshold)
 
 

@@ -1,9 +1,9 @@
 """What each report column is: label, direction (higher/lower is better), required capability.
 
-Metric directions come from ``mrseg_bench.metrics.suite.MetricSuite.higher_is_better`` when that
-module knows the name; the table below is the fallback (and covers profile columns).
-``sample_diversity`` and ``rater_disagreement`` are descriptive (direction ``None``: no arrow,
-no bold): a good method matches the raters' disagreement, it does not maximise diversity.
+Metric directions and required capabilities come from the registered ``MetricSpec``s (a
+plugin metric gets them too); the table below covers the profile columns. Descriptive metrics
+(``sample_diversity``, ``rater_disagreement``) get direction ``None``: no arrow, no bold — a good
+method matches the raters' disagreement, it does not maximise diversity.
 """
 
 from __future__ import annotations
@@ -12,24 +12,8 @@ from dataclasses import dataclass
 
 from ..types import Capability
 
-DESCRIPTIVE = frozenset({"sample_diversity", "rater_disagreement"})
-
-_FALLBACK_HIGHER: dict[str, bool | None] = {
-    "ged": False,
-    "dice_soft": True,
-    "dice_max": True,
-    "dice_max_reverse": True,
-    "dice_match": True,
-    "hm_iou": True,
-    "ncc": True,
-    "sample_diversity": None,
-    "rater_disagreement": None,
-    "per_rater_dice": True,
-    "per_rater_dice_mean": True,
-    "per_rater_dice_matched": True,
-    "consensus_dice": True,
-    "consensus_dice_soft": True,
-    # profile
+# directions of the profile (cost) columns; metric directions come from the metric registry
+_PROFILE_HIGHER: dict[str, bool] = {
     "params": False,
     "flops_per_image": False,
     "train_images_per_s": True,
@@ -38,23 +22,6 @@ _FALLBACK_HIGHER: dict[str, bool | None] = {
     "latency_p95_ms": False,
     "peak_memory_mb": False,
     "eval_wall_s": False,
-}
-
-_REQUIRES: dict[str, Capability] = {
-    "ged": Capability.DIVERSE,
-    "dice_soft": Capability.DIVERSE,
-    "dice_max": Capability.DIVERSE,
-    "dice_max_reverse": Capability.DIVERSE,
-    "dice_match": Capability.DIVERSE,
-    "hm_iou": Capability.DIVERSE,
-    "ncc": Capability.DIVERSE,
-    "sample_diversity": Capability.DIVERSE,
-    "rater_disagreement": Capability.DIVERSE,
-    "per_rater_dice": Capability.PERSONALIZED,
-    "per_rater_dice_mean": Capability.PERSONALIZED,
-    "per_rater_dice_matched": Capability.PERSONALIZED,
-    "consensus_dice": Capability.CONSENSUS,
-    "consensus_dice_soft": Capability.CONSENSUS,
 }
 
 LABELS: dict[str, str] = {
@@ -87,38 +54,29 @@ def base_metric(key: str) -> str:
     return key.split("[", 1)[0]
 
 
-def _suite_spec(name: str):
-    """The metric suite's spec for ``name``, or None (suite missing or name unknown to it)."""
-    try:
-        from ..metrics.suite import MetricSuite  # written by the metrics helper
-    except ImportError:
-        return None
-    try:
-        return MetricSuite.spec(name)
-    except Exception:  # noqa: BLE001 - unknown to the suite (profile names): use the fallback
-        return None
+def _metric_spec(name: str):
+    """The registered ``MetricSpec`` for ``name``, or None for non-metric (profile) columns."""
+    from ..registry import METRICS
+
+    return METRICS.get(name) if name in METRICS else None
 
 
 def higher_is_better(key: str) -> bool | None:
-    """True / False, or None for descriptive or unknown columns (no arrow, no bold).
-
-    Descriptive: listed in ``DESCRIPTIVE`` or ``MetricSpec.descriptive`` in the suite."""
+    """True / False, or None for descriptive (``MetricSpec.descriptive``) or unknown columns
+    (no arrow, no bold)."""
     name = base_metric(key)
-    if name in DESCRIPTIVE:
-        return None
-    spec = _suite_spec(name)
+    spec = _metric_spec(name)
     if spec is not None:
-        return None if getattr(spec, "descriptive", False) else bool(spec.higher_is_better)
+        return None if spec.descriptive else bool(spec.higher_is_better)
     if name.startswith("wall_s_"):
         return False
-    return _FALLBACK_HIGHER.get(name)
+    return _PROFILE_HIGHER.get(name)
 
 
 def required_capability(key: str) -> Capability | None:
     """The capability a method must declare for this metric column (None: any method)."""
-    name = base_metric(key)
-    spec = _suite_spec(name)
-    return Capability(spec.requires) if spec is not None else _REQUIRES.get(name)
+    spec = _metric_spec(base_metric(key))
+    return None if spec is None else Capability(spec.requires)
 
 
 def label(key: str) -> str:
