@@ -150,11 +150,7 @@ def load_plugins(force: bool = False) -> dict[str, str]:
     _loading = True
     try:
         for mod in _BUILTINS:
-            try:
-                importlib.import_module(mod)
-            except ModuleNotFoundError as exc:  # a subpackage not written yet
-                if exc.name != mod:
-                    raise
+            importlib.import_module(mod)
         for ep in metadata.entry_points(group=PLUGIN_GROUP):
             try:
                 loaded = ep.load()

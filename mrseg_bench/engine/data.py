@@ -21,7 +21,7 @@ def make_batches(dataset, indices: Sequence[int], batch_size: int, shuffle: bool
 
 
 def augment(batch: MultiRaterBatch, seed: int) -> MultiRaterBatch:
-    """Random flips/rotations from the datasets helper, with a generator seeded by ``seed``."""
+    """Random flips/rotations (``datasets.augment.augment_batch``) with a generator seeded by ``seed``."""
     from ..datasets.augment import augment_batch
 
     return augment_batch(batch, torch.Generator().manual_seed(seed))
