@@ -89,6 +89,8 @@ def run(
     out: Path = typer.Option(Path("runs"), "--out", "-o", help="Experiment folder root."),
     store: Path | None = typer.Option(None, "--store", help="Results store (default <out>/results.sqlite)."),
     force: bool = typer.Option(False, "--force", help="Rerun runs already done with the same config hash."),
+    experiment: str | None = typer.Option(None, "--experiment", "-e", help="Label of this grid in the store and reports (default: the preset's name; a user preset file: its path)."),
+    reuse_results: bool = typer.Option(False, "--reuse-results", help="Skip runs done before on other code (same config, data, device otherwise) instead of rerunning them."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or tables."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write the report tables into <out>/report/."),
 ) -> None:
@@ -97,24 +99,30 @@ def run(
     from .store import ResultsStore
 
     seed_list = _seeds(seeds)
+    _check_out_dir(out, "--out")
     sets = list(set_) + (["run.channels_last=true"] if channels_last else []) + (
         ["run.compile=true"] if compile_ else []) + ([f"run.grad_clip={grad_clip}"] if grad_clip is not None else [])
     try:
-        plan = plan_grid(methods, dataset, seed_list, preset, sets, data_root, device, precision)
+        plan = plan_grid(methods, dataset, seed_list, preset, sets, data_root, device, precision, experiment)
     except UsageError as exc:
         raise _usage(str(exc)) from None
     store_path = store or out / "results.sqlite"
     if store_path.exists():
         try:
-            ResultsStore(store_path).close()
+            with ResultsStore(store_path) as st:  # refuses a foreign or empty file without touching it
+                if st.readonly:
+                    raise ValueError(f"results store {store_path}: not writable (read-only file or folder)")
         except ValueError as exc:
             raise _usage(str(exc)) from None
+    else:
+        _check_out_dir(store_path.parent, "--store")
+    _make_out_dir(out)
     log = (lambda s: None) if quiet else (lambda s: console.print(s, markup=False, highlight=False, soft_wrap=True))
     if not quiet:
         spec0 = plan.specs[0]
         console.print(f"{len(plan.specs)} run(s); preset {plan.preset.name}; device {spec0.device} "
                       f"({spec0.precision}); out {out}; store {store_path}", markup=False, soft_wrap=True)
-    outcomes = run_grid(plan, out, store_path, force=force, quiet=quiet, log=log)
+    outcomes = run_grid(plan, out, store_path, force=force, quiet=quiet, log=log, reuse_results=reuse_results)
     failed = [o for o in outcomes if o.status == "failed"]
     with ResultsStore(store_path) as st:
         frame = summarize(st, [o.run_id for o in outcomes if o.status in ("done", "skipped") and o.run_id])
@@ -139,6 +147,51 @@ def _write_report(store_path: Path, out_dir: Path, quiet: bool) -> None:
         return
     if not quiet:
         console.print(f"report: {len(paths)} file(s) in {out_dir}", markup=False)
+
+
+def _out_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be (or become) a writable folder, or None. Writes nothing."""
+    import os
+
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        return "is a file, not a folder" if probe == path else f"{probe} is a file, not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        import errno
+
+        try:
+            ro = os.statvfs(probe).f_flag & os.ST_RDONLY
+        except OSError:
+            ro = 0
+        return f"{'read-only file system' if ro else os.strerror(errno.EACCES)}" + (
+            "" if probe == path else f" ({probe})")
+    return None
+
+
+def _check_out_dir(path: Path, option: str) -> None:
+    """Exit 2 with one line naming ``path`` when it cannot be a writable output folder."""
+    problem = _out_problem(path)
+    if problem:
+        raise _usage(f"{option} {path}: {problem}")
+
+
+def _make_out_dir(path: Path, option: str = "--out") -> None:
+    """Create the output folder and probe it with a temp file; exit 2 with one line on failure
+    (a read-only mount that ``os.access`` did not reveal, a full disk, ...)."""
+    import os
+    import tempfile
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".mrseg-write-probe-", dir=path)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise _usage(f"{option} {path}: not writable ({exc.strerror or exc})") from None
 
 
 @app.command("list")
@@ -244,10 +297,15 @@ def report(
         raise _usage(f"--store {store}: no such results store")
     from .reports.report import write_report
 
+    _check_out_dir(out, "--out")
+    _make_out_dir(out)
     try:
         paths = write_report(store, out)
     except ValueError as exc:
         raise _usage(str(exc)) from None
+    except OSError as exc:
+        raise _usage(f"--out {out}: cannot write the report ({exc.strerror or exc}"
+                     f"{': ' + str(exc.filename) if exc.filename else ''})") from None
     for p in paths:
         console.print(str(p), markup=False, highlight=False)
 

@@ -192,10 +192,15 @@ def qubiq(root: str | Path | None = None, task: str = "brain-growth", subtask: i
         r = masks.shape[1]
         info = DatasetInfo("qubiq", 1, r, tuple(f"rater{k + 1}" for k in range(r)),
                            tuple(images.shape[-2:]), "fixed")
-        return InMemoryMultiRaterDataset(info, images, masks, case_ids, group_ids, source=str(pkl))
+        ds = InMemoryMultiRaterDataset(info, images, masks, case_ids, group_ids, source=str(pkl))
+        ds._source_files = [pkl]
+        return ds
     case_ids, images, masks, valid, split, r = _load_nifti_layout(base, task, subtask, size)
     info = DatasetInfo("qubiq", images.shape[1], r, tuple(f"rater{k + 1}" for k in range(r)),
                        tuple(images.shape[-2:]), "fixed")
-    return InMemoryMultiRaterDataset(info, images, masks, case_ids, case_ids, rater_valid=valid,
-                                     split=split, source=str(base))
+    ds = InMemoryMultiRaterDataset(info, images, masks, case_ids, case_ids, rater_valid=valid,
+                                   split=split, source=str(base))
+    ds._source_files = [p for d in _find_phase_dirs(base, task).values()
+                        for _, image, segs in _scan_cases(d, subtask) for p in (image, *segs.values())]
+    return ds
 

@@ -34,7 +34,7 @@ def load_results(store_path: str | Path) -> Results:
     path = Path(store_path)
     if not path.is_file():
         raise FileNotFoundError(f"results store {path}: no such file")
-    store = ResultsStore(path)
+    store = ResultsStore(path, readonly=True)
     try:
         runs = store.latest_runs(status="done").reset_index(drop=True)
         ids = runs["run_id"].tolist()
