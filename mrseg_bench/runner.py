@@ -197,6 +197,29 @@ def _experiment_name(experiment: str | None, preset_obj: Preset) -> str:
     return experiment
 
 
+def _canonical_options(factory: Callable, opts: dict[str, Any]) -> dict[str, Any]:
+    """Every option of dataset ``factory`` with its value: the defaults, overridden by ``opts``
+    converted to the annotated types (``"12"`` from ``--set`` and ``12`` from a preset are one
+    config). Options the factory does not annotate are kept as given."""
+    import inspect
+    import typing
+
+    from .config import _convert
+
+    target = inspect.unwrap(factory)
+    try:
+        params = inspect.signature(target).parameters
+        hints = typing.get_type_hints(target)
+    except (TypeError, ValueError, NameError):
+        return dict(opts)
+    out = {n: p.default for n, p in params.items()
+           if n != "root" and p.default is not inspect.Parameter.empty
+           and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    for k, v in opts.items():
+        out[k] = _convert(v, hints[k], k, "dataset") if k in hints else v
+    return out
+
+
 def plan_grid(methods: str, datasets: str = "synthetic", seeds: Sequence[int] = (0,), preset: str = "default",
               sets: Sequence[str] = (), data_root: str | Path | None = None, device: str | None = None,
               precision: str | None = None, experiment: str | None = None) -> Plan:
@@ -232,6 +255,8 @@ def plan_grid(methods: str, datasets: str = "synthetic", seeds: Sequence[int] = 
         prec = resolve_precision(run_cfg.precision, dev)
         built: dict[str, Any] = {}
         ds_opts: dict[str, dict[str, Any]] = {}
+        canon_opts: dict[str, dict[str, Any]] = {}
+        preset_opts: dict[str, dict[str, Any]] = {}
         splits: dict[str, Any] = {}
         for d in dataset_names:
             opts = {**preset_obj.dataset_options(d), **ds_o}
@@ -245,6 +270,8 @@ def plan_grid(methods: str, datasets: str = "synthetic", seeds: Sequence[int] = 
             _check_options(factory, d, opts)
             built[d] = factory(root=root, **opts)
             ds_opts[d] = opts
+            canon_opts[d] = _canonical_options(factory, opts)
+            preset_opts[d] = _canonical_options(factory, preset_obj.dataset_options(d))
             splits[d] = make_run_split(built[d], run_cfg)  # bad folds/fractions fail here, not mid-grid
         fingerprints = {d: identity.data_fingerprint(built[d]) for d in dataset_names}
         objs: dict[str, Method] = {}
@@ -267,11 +294,11 @@ def plan_grid(methods: str, datasets: str = "synthetic", seeds: Sequence[int] = 
     code = identity.code_identity()
     for d in dataset_names:
         for m in method_names:
-            ds_diff = _differences(ds_opts[d], preset_obj.dataset_options(d), "dataset.")
+            ds_diff = _differences(canon_opts[d], preset_opts[d], "dataset.")
             for seed in seeds:
                 run_part = {k: v for k, v in dataclasses.asdict(run_cfg).items() if k not in _HASH_EXCLUDE}
                 config = _jsonable({
-                    "method": m, "method_config": objs[m].cfg, "dataset": d, "dataset_options": ds_opts[d],
+                    "method": m, "method_config": objs[m].cfg, "dataset": d, "dataset_options": canon_opts[d],
                     "data_fingerprint": fingerprints[d], "run": run_part, "device_type": dev.type,
                     "precision": prec, "seed": int(seed), "preset": preset_obj.name, "experiment": experiment_name,
                     "protocol": run_cfg.protocol, "convention": run_cfg.convention, "code": code,
