@@ -92,16 +92,20 @@ def _writable(path: Path) -> bool:
     return os.access(path, os.W_OK) and os.access(path.parent if str(path.parent) else Path("."), os.W_OK)
 
 
-def _connect_readonly(path: Path, timeout: float) -> sqlite3.Connection:
-    """Open ``path`` read-only (``mode=ro``); on a read-only folder where SQLite cannot make its
-    shared-memory file, open it ``immutable`` (nobody can change it there)."""
+def _connect_readonly(path: Path, timeout: float, read_only_mount: bool = False) -> sqlite3.Connection:
+    """Open ``path`` read-only (``mode=ro``). On a read-only mount (``read_only_mount``) with no
+    ``-wal`` file beside it, open it ``immutable``: SQLite then needs no shared-memory file, and
+    nobody can change the file there. ``mode=ro`` failing (no -shm can be made) falls back to
+    ``immutable`` too."""
     uri = path.resolve().as_uri()
-    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=timeout, isolation_level=None)
-    try:
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        return conn
-    except sqlite3.OperationalError:
-        conn.close()
+    wal = Path(str(path) + "-wal")
+    if not (read_only_mount and not wal.exists()):
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=timeout, isolation_level=None)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.OperationalError:
+            conn.close()
     conn = sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=timeout, isolation_level=None)
     conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     return conn
@@ -183,10 +187,11 @@ class ResultsStore:
             self._check_file()
         elif readonly:
             raise ValueError(f"results store {self.path}: no such file")
-        self.readonly = readonly or (exists and not _writable(self.path))
+        read_only_mount = exists and not _writable(self.path)
+        self.readonly = readonly or read_only_mount
         try:
             if self.readonly:
-                self._conn = _connect_readonly(self.path, timeout)
+                self._conn = _connect_readonly(self.path, timeout, read_only_mount)
                 self._columns = self._check_schema()
             else:
                 if not exists:
@@ -215,7 +220,7 @@ class ResultsStore:
         if head != SQLITE_HEADER:
             raise ValueError(f"results store {self.path}: not an SQLite file")
         try:
-            conn = _connect_readonly(self.path, self.timeout)
+            conn = _connect_readonly(self.path, self.timeout, not _writable(self.path))
         except sqlite3.DatabaseError as exc:
             raise ValueError(f"results store {self.path}: cannot open read-only ({exc})") from None
         try:
