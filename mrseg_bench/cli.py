@@ -120,7 +120,8 @@ def run(
     log = (lambda s: None) if quiet else (lambda s: console.print(s, markup=False, highlight=False, soft_wrap=True))
     if not quiet:
         spec0 = plan.specs[0]
-        console.print(f"{len(plan.specs)} run(s); preset {plan.preset.name}; device {spec0.device} "
+        console.print(f"{len(plan.specs)} run(s); preset {plan.preset.name}; experiment {spec0.experiment}; "
+                      f"device {spec0.device} "
                       f"({spec0.precision}); out {out}; store {store_path}", markup=False, soft_wrap=True)
     outcomes = run_grid(plan, out, store_path, force=force, quiet=quiet, log=log, reuse_results=reuse_results)
     failed = [o for o in outcomes if o.status == "failed"]

@@ -14,8 +14,8 @@
   two different uncommitted edits never share an identity.
 - ``experiment_slug(name)``: a file-system-safe form of an experiment name, for run folders and
   report file names: a plain name (letters, digits, ``.``, ``_``, ``-``; not starting with ``.``)
-  is kept; anything else (a user preset's path, e.g. ``presets/ci.toml``) becomes
-  ``<stem>-<sha256(name)[:6]>`` (``ci-1f0a3b``).
+  is kept; a user preset's path (a name ending in ``.toml``, e.g. ``presets/ci.toml`` or
+  ``smoke.toml``) and anything else becomes ``<stem>-<sha256(name)[:6]>`` (``ci-1f0a3b``).
 
 The cache folder is ``$MRSEG_BENCH_CACHE``, else ``$XDG_CACHE_HOME/mrseg-bench``, else
 ``~/.cache/mrseg-bench``. A cache that cannot be read or written is ignored (files are hashed).
@@ -78,7 +78,7 @@ def check_name(value: str, what: str) -> str:
 
 def experiment_slug(name: str) -> str:
     """A file-system-safe name for experiment ``name`` (see module docstring)."""
-    if _SAFE.fullmatch(name) and ".." not in name:
+    if _SAFE.fullmatch(name) and ".." not in name and not name.endswith(".toml"):
         return name
     stem = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(name.replace("\\", "/")).stem).strip("-") or "experiment"
     return f"{stem[:40]}-{hashlib.sha256(name.encode()).hexdigest()[:6]}"

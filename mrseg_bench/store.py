@@ -5,7 +5,11 @@ Schema (shared with ``mrseg_bench.reports``):
 - ``runs``: one row per run (``run_id`` primary key, method, dataset, seed, preset, protocol,
   config JSON and hash, status ``'done'|'failed'``, error, capabilities (comma list), GED
   convention, n_samples, git commit, package version, environment JSON, run dir, ISO UTC start
-  and finish times, wall seconds).
+  and finish times, wall seconds) and its identity: ``experiment`` (the grid's label),
+  ``overrides_json`` (method-config fields that differ from the preset's, ``run.``/``dataset.``
+  prefixed for run and dataset options), ``data_fingerprint`` and ``code_json``
+  (``mrseg_bench.identity``). Stores written before these four columns existed read as
+  experiment = preset and overrides = ``{}``; opened to write, they gain the columns.
 - ``metrics(run_id, case_id, metric, rater, value)``: per-case rows of ``MetricSuite.score``
   (``rater`` NULL for per-case metrics).
 - ``profile(run_id, name, value, unit)``: params, flops_per_image, train_images_per_s, ...
@@ -14,6 +18,10 @@ A run is written in ONE transaction (``BEGIN IMMEDIATE``, retried while the data
 so a crash leaves either the whole run or nothing, and several processes may write at once.
 Writing a ``done`` run replaces every earlier run with the same config hash (a failed attempt,
 or a ``--force`` rerun); writing a ``failed`` run replaces earlier failed runs of that hash only.
+
+Reports and checks read ``select_runs(experiment=...)``: one row per distinct config and seed
+(the latest, when the same config ran on several code versions), never merging distinct configs.
+Opening never modifies a file that is not a results store (see ``ResultsStore``).
 """
 
 from __future__ import annotations

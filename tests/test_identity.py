@@ -136,9 +136,30 @@ def test_bad_experiment_names_are_usage_errors(toy_lidc, name):
         plan_grid("toy", "lidc", [0], preset, data_root=data, experiment=name)
 
 
+def test_experiment_labels_the_grid_and_its_folders(toy_lidc, tmp_path):
+    preset, data = toy_lidc
+    default = plan_grid("toy", "lidc", [0], preset, data_root=data).specs[0]
+    named = plan_grid("toy", "lidc", [0], preset, data_root=data, experiment="beta-sweep").specs[0]
+    assert default.experiment == preset and named.experiment == "beta-sweep"
+    assert named.run_dir(tmp_path).parent == tmp_path / "lidc" / "toy"
+    assert named.run_dir(tmp_path).name == f"beta-sweep_seed0_{named.config_hash[:8]}"
+    assert named.config_hash != default.config_hash and named.config["experiment"] == "beta-sweep"
+    # the built-in presets' names are theirs: another grid may not take them
+    with pytest.raises(UsageError, match="'smoke' is the name of a built-in preset"):
+        plan_grid("toy", "lidc", [0], preset, data_root=data, experiment="smoke")
+    # every part of the identity is in the hashed config
+    for key in ("method_config", "dataset_options", "data_fingerprint", "run", "device_type", "precision",
+                "protocol", "convention", "code", "experiment", "preset", "seed"):
+        assert key in default.config, key
+    assert default.config["code"] == identity.code_identity()
+    conv = plan_grid("toy", "lidc", [0], preset, ["run.convention=dpersona"], data_root=data).specs[0]
+    assert conv.config_hash != default.config_hash and conv.overrides == {"run.convention": "dpersona"}
+
+
 def test_experiment_slug():
     assert identity.experiment_slug("smoke") == "smoke"
     assert identity.experiment_slug("beta-sweep_2.v1") == "beta-sweep_2.v1"
+    assert identity.experiment_slug("smoke.toml").startswith("smoke-")  # a preset path, never "smoke"
     slug = identity.experiment_slug("presets/ci.toml")
     assert slug.startswith("ci-") and len(slug) == 9 and slug != identity.experiment_slug("other/ci.toml")
     assert "/" not in identity.experiment_slug("../../etc/passwd") and ".." not in identity.experiment_slug("..")
@@ -201,3 +222,53 @@ def test_changed_code_reruns_unless_reuse_results(toy_lidc, tmp_path, monkeypatc
         assert json.loads(sel.set_index("run_id").loc[again[0].run_id, "code_json"])["git_commit"] == "f" * 40
         labels = dict(zip(sel["run_id"], sel["overrides_json"], strict=True))
         assert labels == {again[0].run_id: "{}", other_run[0].run_id: '{"width": 5}'}
+
+
+USER_SMOKE = """
+description = "a user's own smoke.toml: must never pass for the built-in smoke preset"
+[run]
+batch_size = 4
+n_samples = 2
+val_n_samples = 2
+profile = false
+device = "cpu"
+[dataset.toyset]
+num_cases = 12
+[method."toy*"]
+epochs = 2
+stage2_epochs = 1
+"""
+
+
+@pytest.mark.slow
+def test_user_smoke_toml_never_replaces_builtin_smoke_results(tmp_path, monkeypatch):
+    """Issue 12.8: a user preset file named smoke.toml took the built-in preset's name."""
+    from mrseg_bench.reports.check import current_values
+
+    toys.register()
+    try:
+        monkeypatch.chdir(tmp_path)
+        Path("smoke.toml").write_text(USER_SMOKE)
+        out, store = tmp_path / "runs", tmp_path / "runs" / "results.sqlite"
+        builtin = plan_grid("toy", "toyset", [0], "smoke",
+                            ["dataset.num_cases=12", "run.profile=false", "run.device=cpu"])
+        user = plan_grid("toy", "toyset", [0], "smoke.toml")
+        assert (builtin.specs[0].experiment, user.specs[0].experiment) == ("smoke", "smoke.toml")
+        assert user.specs[0].preset == "smoke.toml" and builtin.specs[0].preset == "smoke"
+        a = run_grid(builtin, out, store)[0]
+        b = run_grid(user, out, store)[0]
+        assert (a.status, b.status) == ("done", "done")
+        assert a.run_dir.name.startswith("smoke_seed0_") and b.run_dir.name.startswith("smoke-")
+        assert a.run_dir != b.run_dir and (a.run_dir / "metrics.csv").is_file()
+        with ResultsStore(store, readonly=True) as st:
+            with pytest.raises(ValueError, match=r"several experiments.*'smoke' \(1 run\), 'smoke.toml' \(1 run\)"):
+                st.select_runs()
+            assert st.select_runs("smoke")["run_id"].tolist() == [a.run_id]
+            assert st.select_runs("smoke.toml")["run_id"].tolist() == [b.run_id]
+            ged_a = st.metrics([a.run_id]).query("metric == 'ged'")["value"].mean()
+        # the regression gate's "smoke" values are the built-in run's, not the user's
+        entries, _ = current_values(store)
+        smoke = [e for e in entries if e["preset"] == "smoke" and e["metric"] == "ged"]
+        assert [e["value"] for e in smoke] == [pytest.approx(ged_a)]
+    finally:
+        toys.unregister()
