@@ -194,7 +194,9 @@ def _plugin_site(tmp: Path) -> Path:
 
 
 def _cli(tmp: Path, site: Path, *args: str, env_extra: dict | None = None) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    # keep the code under test first (a worktree on PYTHONPATH): the run identity includes the code
+    path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", **(env_extra or {})}
     env.pop("MRSEG_TOY_FAIL", None)
     cmd = [sys.executable, "-m", "mrseg_bench.cli", "run", "--methods", "toy", "--dataset", "toyset",
            "--preset", str(tmp / "toy.toml"), "--quiet", "--no-report", *args]
@@ -251,5 +253,5 @@ def test_plugin_sigkill_resume_and_two_processes_sharing_a_store(tmp_path):
     import torch
 
     wa = torch.load(next((tmp_path / "a").rglob("stage2_best.pt")), weights_only=False)["model"]
-    wb = torch.load(next((tmp_path / "b").rglob("toy_seed0_*/checkpoints/stage2_best.pt")), weights_only=False)["model"]
+    wb = torch.load(next((tmp_path / "b").rglob("toy-*_seed0_*/checkpoints/stage2_best.pt")), weights_only=False)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..identity import experiment_slug
 from .aggregate import profile_values, run_means, seed_stats
 from .cells import csv_frame
 from .figures import per_rater_bars, qualitative_grid, throughput_scatter
@@ -78,7 +79,7 @@ def write_report(store_path: Path, out_dir: Path, reference: str = "dpersona",
         by_group.setdefault((t.dataset, t.preset), []).append(t)
     stats_metrics = seed_stats(pd.concat([run_means(results), profile_values(results)]))
     for (dataset, preset), group_tables in by_group.items():
-        name = f"{dataset}_{preset}" if preset else str(dataset)
+        name = f"{dataset}_{experiment_slug(preset)}" if preset else str(dataset)  # a preset path: slugged
         md.append(f"## {escape_md(dataset)} — preset {escape_md(preset or '-')}\n")
         for t in group_tables:
             tex = render_latex(t)

@@ -60,7 +60,11 @@ class Table:
 
     @property
     def name(self) -> str:
-        return f"{self.dataset}_{self.preset}_{self.kind}" if self.preset else f"{self.dataset}_{self.kind}"
+        # a user preset's name is its path: slugged, never a file name as it is
+        from ..identity import experiment_slug
+
+        return (f"{self.dataset}_{experiment_slug(self.preset)}_{self.kind}" if self.preset
+                else f"{self.dataset}_{self.kind}")
 
     def best(self) -> pd.DataFrame:
         """Bool mask: the best mean per column by its direction, plus cells that print the
