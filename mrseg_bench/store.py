@@ -467,12 +467,10 @@ class ResultsStore:
         if df.empty:
             return df.assign(config_key=pd.Series(dtype=str), result_key=pd.Series(dtype=str)).reset_index(drop=True)
         # the row's own columns join the config: an old row's config may lack some of them
-        cols = df[["method", "dataset", "experiment", "protocol", "convention", "seed"]].astype(str).values.tolist()
+        cols = df[["method", "dataset", "experiment", "seed"]].astype(str).values.tolist()
         configs = [_load_json(c) for c in df["config_json"]]
-        hashes = df["config_hash"].tolist()
-        df = df.assign(
-            result_key=[_key(c, h, CODE_KEYS, r) for c, h, r in zip(configs, hashes, cols, strict=True)],
-            config_key=[_key(c, h, (*CODE_KEYS, "seed"), r[:-1]) for c, h, r in zip(configs, hashes, cols, strict=True)])
+        df = df.assign(result_key=[_key(c, CODE_KEYS, r) for c, r in zip(configs, cols, strict=True)],
+                       config_key=[_key(c, (*CODE_KEYS, "seed"), r[:-1]) for c, r in zip(configs, cols, strict=True)])
         df = df.sort_values(["finished_at", "run_id"], na_position="first")
         df = df.drop_duplicates("result_key", keep="last")
         return df.sort_values(["started_at", "run_id"], na_position="first").reset_index(drop=True)
@@ -490,12 +488,12 @@ def _load_json(text: Any) -> Any:
         return None
 
 
-def _key(config: Any, config_hash: Any, drop: tuple[str, ...], row: list[str] | None = None) -> str:
-    """sha256[:16] of ``config`` without the ``drop`` keys (plus the row's own identifying
-    columns); a row whose config cannot be read stands alone (keyed by its config hash)."""
-    if not isinstance(config, dict):
-        return f"hash:{config_hash}"
-    return sha256_json([{k: v for k, v in config.items() if k not in drop}, row or []])[:16]
+def _key(config: Any, drop: tuple[str, ...], row: list[str]) -> str:
+    """sha256[:16] of ``config`` without the ``drop`` keys plus the row's own identifying columns
+    (method, dataset, experiment[, seed]). A row without a readable config
+    is keyed by those columns alone (the latest such run wins, as before run identity existed)."""
+    cfg = {k: v for k, v in config.items() if k not in drop} if isinstance(config, dict) else {}
+    return sha256_json([cfg, row])[:16]
 
 
 def _with_identity(df: pd.DataFrame) -> pd.DataFrame:
