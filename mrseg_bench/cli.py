@@ -154,22 +154,18 @@ def _out_problem(path: Path) -> str | None:
     """Why ``path`` cannot be (or become) a writable folder, or None. Writes nothing."""
     import os
 
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
+    probe = path  # the folder itself, or the nearest existing folder above it
+    while not probe.exists() and probe.parent != probe:
         probe = probe.parent
+    where = "" if probe == path else f" ({probe})"
     if probe.exists() and not probe.is_dir():
-        return "is a file, not a folder" if probe == path else f"{probe} is a file, not a folder"
+        return f"is a file, not a folder{where}" if probe == path else f"{probe} is a file, not a folder"
     if not os.access(probe, os.W_OK | os.X_OK):
-        import errno
-
         try:
-            ro = os.statvfs(probe).f_flag & os.ST_RDONLY
+            read_only = bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
         except OSError:
-            ro = 0
-        return f"{'read-only file system' if ro else os.strerror(errno.EACCES)}" + (
-            "" if probe == path else f" ({probe})")
+            read_only = False
+        return f"{'read-only file system' if read_only else 'permission denied'}{where}"
     return None
 
 
