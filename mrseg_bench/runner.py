@@ -346,7 +346,7 @@ def run_one(spec: RunSpec, dataset, out: Path, store: ResultsStore, force: bool 
         names = [n for n in cfg.metrics.split(",") if n.strip()] or None
 
         def suite_factory(ns=None):
-            return metric_suite(ns or names, cfg.convention, cfg.threshold)
+            return metric_suite(ns or names, cfg.convention, cfg.threshold, cfg.ged_estimator, cfg.ncc_maps)
 
         result = train(spec.method_obj, model, dataset, split, cfg, run_dir, spec.seed, dev, spec.precision,
                        method_name=spec.method, quiet=quiet, suite_factory=suite_factory)
