@@ -25,7 +25,14 @@ from .matching import (
     sample_rater_dice_mean,
 )
 from .pairwise import CONVENTIONS, dice_matrix, iou_matrix
-from .suite import BUILTIN_SPECS, CAPABILITY_TABLES, N_SAMPLES_METRIC, MetricSpec, MetricSuite, metric_specs
+from .suite import (
+    BUILTIN_SPECS,
+    CAPABILITY_TABLES,
+    N_SAMPLES_METRIC,
+    MetricSpec,
+    MetricSuite,
+    metric_specs,
+)
 from .validation import validate_inputs, validate_weights
 
 __all__ = [
