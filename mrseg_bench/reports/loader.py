@@ -109,6 +109,30 @@ def select_experiment(runs: pd.DataFrame, experiment: str | None, where: str) ->
     return runs[runs["experiment"] == experiment].reset_index(drop=True)
 
 
+IDENTITY_COLUMNS = ("experiment", "overrides_json")
+
+
+def _with_identity_columns(runs: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Add the ``experiment`` / ``overrides_json`` columns when the store has them but its
+    ``RUN_COLUMNS`` do not list them yet (read-only query; absent columns stay absent)."""
+    import sqlite3
+
+    missing = [c for c in IDENTITY_COLUMNS if c not in runs.columns]
+    if not missing or runs.empty:
+        return runs
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        have = {r[1] for r in con.execute("PRAGMA table_info(runs)").fetchall()}
+        cols = [c for c in missing if c in have]
+        if not cols:
+            return runs
+        extra = pd.DataFrame(con.execute(f"SELECT run_id, {', '.join(cols)} FROM runs").fetchall(),
+                             columns=["run_id", *cols])
+    finally:
+        con.close()
+    return runs.merge(extra, on="run_id", how="left")
+
+
 def load_results(store_path: str | Path, experiment: str | None = None,
                  all_experiments: bool = False) -> Results:
     """Selected done runs of the store at ``store_path`` and their metric and profile rows
@@ -124,7 +148,8 @@ def load_results(store_path: str | Path, experiment: str | None = None,
         raise FileNotFoundError(f"results store {path}: no such file")
     store = ResultsStore(path)
     try:
-        runs = latest_per_identity(annotate(store.runs(status="done")))
+        runs = _with_identity_columns(store.runs(status="done"), path)
+        runs = latest_per_identity(annotate(runs))
         if not runs.empty and not all_experiments:
             runs = select_experiment(runs, experiment, f"results store {path}")
         ids = runs["run_id"].tolist()
