@@ -230,7 +230,8 @@ def _n_marks(mean: pd.DataFrame, rows: list[str]) -> tuple[dict[str, str], str]:
 
 def _table(kind: str, key: dict, rows: list[str], columns: list[Column], stats: pd.DataFrame,
            pvals: pd.DataFrame, caps: dict[str, set[str]], text: pd.DataFrame | None,
-           reference: str | None, alpha: float, runs: pd.DataFrame, cases: pd.DataFrame) -> Table | None:
+           reference: str | None, alpha: float, runs: pd.DataFrame, cases: pd.DataFrame,
+           requested: str | None = None) -> Table | None:
     keys = [c.key for c in columns]
     idx = pd.Index(rows, name="method")
 
@@ -275,8 +276,11 @@ def _table(kind: str, key: dict, rows: list[str], columns: list[Column], stats: 
         marks, note = _n_marks(full, shown) if N_SAMPLES_METRIC in full.columns else ({}, "")
         if note:
             notes.append(note)
-    if significance and reference and ref is None:
-        notes.append(f"No significance test: the reference {reference} is not in this table.")
+    if significance and ref is None and (requested or reference):
+        why = "has several rows (choose one with --reference)" if reference is None and requested \
+            and (runs["method"] == requested).sum() and runs[runs["method"] == requested]["row"].nunique() > 1 \
+            else "is not in this table"
+        notes.append(f"No significance test: the reference {requested or reference} {why}.")
     return Table(kind, str(key["dataset"]), str(key["experiment"]), shown, columns, mean, std, n,
                  pvalue, available, txt, _caption(kind, key, ref, alpha, significance and ref is not None),
                  ref, alpha, notes, marks, _group_stem(key))
@@ -315,7 +319,7 @@ def build_tables(results: Results, reference: str | None = None, alpha: float = 
         cases = cases_all[cases_all["run_id"].isin(ids)]
         pvals = paired_pvalues(cases, ref) if ref else pd.DataFrame(columns=["method", "key", "p", "n_pairs"])
         present = set(stats["key"])
-        args = dict(reference=ref, alpha=alpha, runs=group, cases=cases)
+        args = dict(reference=ref, alpha=alpha, runs=group, cases=cases, requested=reference)
         for kind in metric_tables():
             keys = table_keys(kind, present)
             if keys:
@@ -331,7 +335,7 @@ def build_tables(results: Results, reference: str | None = None, alpha: float = 
         if len(cost_keys) > 1 or dev.str.len().sum() > 0:
             t = _table("cost", key, rows, [cost_column(k) for k in cost_keys], pstats,
                        pd.DataFrame(columns=["method", "key", "p"]), caps, dev.to_frame("device"),
-                       **{**args, "reference": None})
+                       **{**args, "reference": None, "requested": None})
             if t is not None:
                 tables.append(t)
     return tables
