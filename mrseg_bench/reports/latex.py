@@ -50,7 +50,7 @@ def _cell(c: Cell) -> str:
         return "---"
     if c.text:
         return escape_latex(c.value)
-    body = c.value + (f" $\\pm$ {c.spread}" if c.spread else "")
+    body = c.value + (f"{{\\scriptsize\\,$\\pm$\\,{c.spread}}}" if c.spread else "")
     if c.best:
         body = f"\\textbf{{{body}}}"
     if c.significant:
@@ -85,6 +85,7 @@ def render_latex(table: Table) -> str:
     lines = [
         r"\begin{table}[htbp]",
         r"\centering",
+        r"\setlength{\tabcolsep}{4pt}",
         f"\\caption{{{escape_latex(table.caption)}}}",
         f"\\label{{{_label(table.name)}}}",
         f"\\resizebox{{{FIT_WIDTH}}}{{!}}{{%",
