@@ -253,24 +253,24 @@ class MetricContext:
     def ncc_maps_pass(self) -> dict[str, Tensor]:
         """Per-pixel weighted means over samples (blocked over cases) of the sample map q
         (soft p_i, or binarised p_i > threshold when ``ncc_maps="binary"``), of log(q + eps) and
-        of log(1 - q + eps): keys ``m``, ``log_p``, ``log_q``, each ``[B,P]`` (float64 except
-        on MPS)."""
+        of log(1 - q + eps): keys ``m``, ``log_p``, ``log_q``, each ``[B,P]``. The logs are taken
+        in float32 (vectorised), the means returned in float64 (float32 on MPS)."""
         x = _require("samples", self.samples)
         b, n = x.shape[:2]
         x = x.reshape(b, n, -1)
         p, dev = x.shape[-1], x.device
         dt = torch.float32 if dev.type == "mps" else torch.float64
-        w = self.w.to(dt)
+        w = self.w.to(torch.float32)
         out = {k: torch.empty(b, p, dtype=dt, device=dev) for k in ("m", "log_p", "log_q")}
         step = max(1, BLOCK_ELEMENTS // (n * p))
         for lo in range(0, b, step):  # blocks of cases
-            q = x[lo:lo + step].to(dt)
+            q = x[lo:lo + step].to(torch.float32)
             if self.ncc_maps == "binary":
-                q = (q > self.threshold).to(dt)
+                q = (q > self.threshold).to(torch.float32)
             wb = w[lo:lo + step].unsqueeze(1)  # [b,1,N]
             out["m"][lo:lo + step] = torch.bmm(wb, q).squeeze(1)
             out["log_p"][lo:lo + step] = torch.bmm(wb, torch.log(q + NCC_EPS)).squeeze(1)
-            out["log_q"][lo:lo + step] = torch.bmm(wb, torch.log1p(-q + NCC_EPS)).squeeze(1)
+            out["log_q"][lo:lo + step] = torch.bmm(wb, torch.log(1 - q + NCC_EPS)).squeeze(1)
         return out
 
     # ---- personalised / consensus -------------------------------------------------------

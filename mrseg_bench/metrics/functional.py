@@ -258,10 +258,25 @@ def _pearson(u: Tensor, e: Tensor) -> Tensor:
 def ncc_ctx(ctx: MetricContext) -> Tensor:
     maps = ctx.ncc_maps_pass
     m, log_p, log_q = maps["m"], maps["log_p"], maps["log_q"]
-    e_ss = -(m * log_p + (1 - m) * log_q)  # [B,P]
-    y = ctx.y.to(m.dtype)
-    e_sy = -(y * log_p.unsqueeze(1) + (1 - y) * log_q.unsqueeze(1))  # [B,R,P]
-    return _valid_mean(_pearson(e_ss, e_sy).to(ctx.dtype), ctx.valid)
+    u = -(m * log_p + (1 - m) * log_q)  # E_ss [B,P]
+    # E_sy_j = c + Y_j * d with c = -log_q, d = log_q - log_p (Y_j is 0/1), so Pearson's r of
+    # (E_ss, E_sy_j) needs only [B,P] maps and one product with the rater masks:
+    # cov = mean(uc * (cc + Y d)), var_e = mean((cc + Y d)^2) - mean(Y d)^2 with uc, cc centred.
+    n = u.shape[-1]
+    uc = u - u.mean(-1, keepdim=True)
+    c = -log_q
+    cc = c - c.mean(-1, keepdim=True)
+    d = log_q - log_p
+    y = ctx.y.to(u.dtype)  # [B,R,P]
+    mom = torch.bmm(y, torch.stack([d, d * d, d * uc, d * cc], -1)) / n  # [B,R,4]
+    m_yd, m_yd2, m_ydu, m_ydc = mom.unbind(-1)
+    cov = (uc * cc).mean(-1, keepdim=True) + m_ydu
+    var_e = ((cc * cc).mean(-1, keepdim=True) + 2 * m_ydc + m_yd2 - m_yd * m_yd).clamp_min(0)
+    var_u = (uc * uc).mean(-1, keepdim=True)
+    scale_e = ((c * c).mean(-1, keepdim=True) + m_yd2).clamp_min(1.0)
+    const = (var_u <= 1e-12 * (u * u).mean(-1, keepdim=True).clamp_min(1.0)) | (var_e <= 1e-12 * scale_e)
+    r = torch.where(const, torch.zeros_like(cov), cov / torch.sqrt(torch.where(const, 1, var_u * var_e)))
+    return _valid_mean(r.to(ctx.dtype), ctx.valid)
 
 
 def ncc(samples: Tensor, raters: Tensor, rater_valid: Tensor | None = None,
