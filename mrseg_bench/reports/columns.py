@@ -88,6 +88,8 @@ def label(key: str) -> str:
     col = _PROFILE.get(key)
     if key == "device":
         return "Device"
+    if col is None and key.startswith("wall_s_"):
+        return f"Wall {key[len('wall_s_'):]} (s)"
     return key if col is None else col.label
 
 
