@@ -51,28 +51,6 @@ def _fmt(value: float, kind: str) -> str:
     return f"{value:.4f}"
 
 
-def _summary_table(frame) -> Table:
-    from .runner import SUMMARY_METRICS, SUMMARY_PROFILE
-
-    heads = {"ged": "GED", "dice_soft": "Dice soft", "dice_match": "Dice match",
-             "per_rater_dice_mean": "Dice pers.", "consensus_dice": "Dice cons.", "params": "params",
-             "flops_per_image": "FLOPs/img", "train_images_per_s": "train img/s",
-             "infer_images_per_s": "infer img/s", "latency_p50_ms": "p50 ms"}
-    cols = (*SUMMARY_METRICS, *SUMMARY_PROFILE)
-    datasets = list(dict.fromkeys(frame["dataset"]))
-    table = Table(title=f"mrseg-bench results on {', '.join(datasets)} (mean over seeds; "
-                        f"{DASH} = not a capability of the method)")
-    if len(datasets) > 1:
-        table.add_column("dataset")
-    table.add_column("method")
-    for c in cols:
-        table.add_column(heads[c], justify="right")
-    for _, row in frame.iterrows():
-        first = [str(row["dataset"])] if len(datasets) > 1 else []
-        table.add_row(*first, str(row["method"]), *[_fmt(row[c], c) for c in cols])
-    return table
-
-
 @app.command()
 def run(
     methods: str = typer.Option(..., "--methods", "-m", help="Comma list of methods; fnmatch wildcards allowed (e.g. 'dpersona,fusion.*')."),
@@ -95,7 +73,8 @@ def run(
     report: bool = typer.Option(True, "--report/--no-report", help="Write the report tables into <out>/report/."),
 ) -> None:
     """Train, evaluate and profile the grid methods x datasets x seeds; store and report results."""
-    from .runner import UsageError, plan_grid, run_grid, summarize
+    from .reports.summary import summarize, summary_table
+    from .runner import UsageError, plan_grid, run_grid
     from .store import ResultsStore
 
     seed_list = _seeds(seeds)
@@ -128,26 +107,32 @@ def run(
     with ResultsStore(store_path) as st:
         frame = summarize(st, [o.run_id for o in outcomes if o.status in ("done", "skipped") and o.run_id])
     if not quiet and not frame.empty:
-        console.print(_summary_table(frame))
+        console.print(summary_table(frame))
+    report_ok = True
     if report:
-        _write_report(store_path, out / "report", quiet)
+        experiment = getattr(plan, "experiment", None) or plan.preset.name
+        report_ok = _write_report(store_path, out / "report", quiet, experiment)
     for o in failed:
         err_console.print(f"failed: {o.spec.method} {o.spec.dataset} seed {o.spec.seed}: {o.error} "
                           f"(see {o.run_dir}/error.txt)", markup=False, highlight=False)
-    if failed:
+    if failed or not report_ok:
         raise typer.Exit(1)
 
 
-def _write_report(store_path: Path, out_dir: Path, quiet: bool) -> None:
+def _write_report(store_path: Path, out_dir: Path, quiet: bool, experiment: str | None = None) -> bool:
+    """Write the report of ``experiment``; False (error printed) when it fails: the runs are
+    stored, so the grid is not lost, but the command exits non-zero."""
     from .reports.report import write_report
 
     try:
-        paths = write_report(store_path, out_dir)
-    except Exception as exc:  # noqa: BLE001 - the runs are stored; a report failure is reported only
-        err_console.print(f"warning: report failed: {type(exc).__name__}: {exc}", markup=False)
-        return
+        paths = write_report(store_path, out_dir, experiment=experiment)
+    except Exception as exc:  # noqa: BLE001 - the runs are stored; report the failure, exit 1
+        err_console.print(f"error: report failed: {type(exc).__name__}: {exc} (the runs are stored; "
+                          f"rerun `mrseg-bench report --store {store_path}`)", markup=False)
+        return False
     if not quiet:
         console.print(f"report: {len(paths)} file(s) in {out_dir}", markup=False)
+    return True
 
 
 def _out_problem(path: Path) -> str | None:
@@ -288,6 +273,8 @@ def profile(
 def report(
     store: Path = typer.Option(Path("runs/results.sqlite"), "--store", help="Results store to read."),
     out: Path = typer.Option(Path("runs/report"), "--out", "-o", help="Folder for the tables and figures."),
+    reference: str | None = typer.Option(None, "--reference", help="Method (or row label such as 'dpersona (beta=1.0)') significance is tested against (default: dpersona when present)."),
+    experiment: str | None = typer.Option(None, "--experiment", help="Experiment to report (default: the store's only one)."),
 ) -> None:
     """Write LaTeX / Markdown / CSV tables and figures from the results store."""
     if not store.is_file():
@@ -297,12 +284,15 @@ def report(
     _check_out_dir(out, "--out")
     _make_out_dir(out)
     try:
-        paths = write_report(store, out)
+        paths = write_report(store, out, reference=reference, experiment=experiment)
     except ValueError as exc:
         raise _usage(str(exc)) from None
     except OSError as exc:
         raise _usage(f"--out {out}: cannot write the report ({exc.strerror or exc}"
                      f"{': ' + str(exc.filename) if exc.filename else ''})") from None
+    except Exception as exc:  # noqa: BLE001 - any other failure: one line, exit 1
+        err_console.print(f"error: report failed: {type(exc).__name__}: {exc}", markup=False)
+        raise typer.Exit(1) from None
     for p in paths:
         console.print(str(p), markup=False, highlight=False)
 

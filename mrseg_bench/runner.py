@@ -432,7 +432,7 @@ def run_one(spec: RunSpec, dataset, out: Path, store: ResultsStore, force: bool 
         names = [n for n in cfg.metrics.split(",") if n.strip()] or None
 
         def suite_factory(ns=None):
-            return metric_suite(ns or names, cfg.convention, cfg.threshold)
+            return metric_suite(ns or names, cfg.convention, cfg.threshold, cfg.ged_estimator, cfg.ncc_maps)
 
         result = train(spec.method_obj, model, dataset, split, cfg, run_dir, spec.seed, dev, spec.precision,
                        method_name=spec.method, quiet=quiet, suite_factory=suite_factory)
@@ -484,26 +484,5 @@ def run_grid(plan: Plan, out: str | Path = "runs", store_path: str | Path = "run
 
 
 # -- summary ------------------------------------------------------------------------------------
-SUMMARY_METRICS = ("ged", "dice_soft", "dice_match", "per_rater_dice_mean", "consensus_dice")
-SUMMARY_PROFILE = ("params", "flops_per_image", "train_images_per_s", "infer_images_per_s", "latency_p50_ms")
-
-
-def summarize(store: ResultsStore, run_ids: Sequence[str]):
-    """A frame: one row per (dataset, method), mean over seeds of per-run case means of the key
-    metrics and profile values; NaN where a method has no such output."""
-    import pandas as pd
-
-    runs = store.runs()
-    runs = runs[runs["run_id"].isin(list(run_ids))]
-    if runs.empty:
-        return pd.DataFrame()
-    m = store.metrics(run_ids)
-    p = store.profile(run_ids)
-    per_run = m[m["metric"].isin(SUMMARY_METRICS)].groupby(["run_id", "metric"])["value"].mean().unstack()
-    prof = p[p["name"].isin(SUMMARY_PROFILE)].pivot_table(index="run_id", columns="name", values="value")
-    table = runs.set_index("run_id")[["dataset", "method"]].join(per_run).join(prof)
-    cols = [c for c in (*SUMMARY_METRICS, *SUMMARY_PROFILE)]
-    for c in cols:
-        if c not in table:
-            table[c] = float("nan")
-    return table.groupby(["dataset", "method"], sort=False)[cols].mean().reset_index()
+# moved to mrseg_bench.reports.summary (columns from the metrics' MetricSpec); re-exported here
+from .reports.summary import summarize  # noqa: E402, F401
