@@ -35,6 +35,7 @@ class RunConfig:
     convention: str = "standard"
     threshold: float = 0.5
     metrics: str = ""  # comma list; empty: every metric the method's capabilities allow
+    aggregate: Literal["case", "volume"] = "case"  # volume: per-slice rows -> one mean row per volume
     device: str = "auto"
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     channels_last: bool = False
@@ -65,6 +66,7 @@ class RunConfig:
             "checkpoint_every": self.checkpoint_every >= 0,
             "profile_steps": self.profile_steps >= 1,
             "latency_repeats": self.latency_repeats >= 1,
+            "aggregate": self.aggregate in ("case", "volume"),
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
