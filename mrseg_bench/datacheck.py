@@ -77,6 +77,8 @@ def _build(name: str, root: Path | None, options: dict[str, Any], result: CheckR
         if root is None or not Path(root).is_dir():
             result.problems.append(Problem(str(root), "data root is not a folder"))
             return None
+        if "normalize" in conv:
+            conv["normalize"] = conv["normalize"] or None
         ds, problems, notes = scan_folder(root, **conv)
         result.problems += problems
         result.notes += notes

@@ -312,7 +312,7 @@ class FolderDataset(MultiRaterDataset):
         arr = _as_channels_last(arr, c.volume, c.image.suffix.lower() in PIL_EXTS)
         if k is not None:
             arr = np.take(arr, k, axis=_axis(self.opts.slice_axis))
-        img = torch.from_numpy(np.ascontiguousarray(np.moveaxis(arr, -1, 0), dtype=np.float32))
+        img = torch.from_numpy(np.array(np.moveaxis(arr, -1, 0), dtype=np.float32))  # a copy: never the memmap
         if self.opts.normalize != "none":
             lo, hi = (c.lo, c.hi) if self.opts.normalize == "image" else self.dataset_range
             img = (img - lo) / max(hi - lo, 1e-8)
@@ -549,14 +549,14 @@ def _check_case(case: str, image_path: Path, mask_paths: list[Path | None], opts
 
 
 @dataset_factory("folder")
-def folder(root: str | Path | None = None, image_size: int | None = None, normalize: str | None = None,
+def folder(root: str | Path | None = None, image_size: int | None = None, normalize: str = "",
            label: str | None = None, slice_axis: int | None = None, slices: str | None = None,
            context: int | None = None, cache: bool = True) -> FolderDataset:
     """Your own data: images/<case>.<ext> + masks/<rater>/<case>.<ext> (see datasets/folder.py).
     Options (override dataset.json): ``image_size`` (resize), ``normalize`` (image | dataset |
-    none), ``label``, ``slice_axis``, ``slices`` (all | foreground), ``context``, ``cache``."""
+    none; "" = dataset.json's, else image), ``label``, ``slice_axis``, ``slices`` (all | foreground), ``context``, ``cache``."""
     base = require_root(root, "folder", LAYOUT)
-    ds, problems, _ = scan_folder(base, image_size, normalize, label, slice_axis, slices, context, cache)
+    ds, problems, _ = scan_folder(base, image_size, normalize or None, label, slice_axis, slices, context, cache)
     if problems or ds is None:
         raise FolderDataError(base, problems)
     return ds
