@@ -52,6 +52,19 @@ class DecodeCache:
         self.dir = (root or cache_root()) / "decoded"
         self.hits = 0
         self.misses = 0
+        self._mapped: dict[tuple[Path, str], np.ndarray] = {}
+
+    def mapped(self, path: Path, decode: Callable[[Path], np.ndarray], decoder: str) -> np.ndarray:
+        """Like ``get``, but an array this object already returned for ``(path, decoder)`` is
+        returned again without touching the file (the dataset was checked when it was built);
+        with the cache off, the file is decoded again."""
+        key = (path, decoder)
+        arr = self._mapped.get(key)
+        if arr is None:
+            arr = self.get(path, decode, decoder)
+            if self.enabled:
+                self._mapped[key] = arr
+        return arr
 
     def entry(self, path: Path, decoder: str) -> Path:
         fp = hashlib.sha256(f"{file_fingerprint(path)}\0{decoder}".encode()).hexdigest()

@@ -308,7 +308,7 @@ class FolderDataset(MultiRaterDataset):
         return self._split
 
     def _image(self, c: _Case, k: int | None) -> torch.Tensor:
-        arr = np.asarray(self.cache.get(c.image, decode_image, "image"))
+        arr = np.asarray(self.cache.mapped(c.image, decode_image, "image"))
         arr = _as_channels_last(arr, c.volume, c.image.suffix.lower() in PIL_EXTS)
         if k is not None:
             arr = np.take(arr, k, axis=_axis(self.opts.slice_axis))
@@ -328,7 +328,7 @@ class FolderDataset(MultiRaterDataset):
         for r, path in enumerate(c.masks):
             if path is None:
                 continue
-            arr = _mask_labels(np.asarray(self.cache.get(path, decode_mask, "mask")), c)
+            arr = _mask_labels(np.asarray(self.cache.mapped(path, decode_mask, "mask")), c)
             if k is not None:
                 arr = np.take(arr, k, axis=_axis(self.opts.slice_axis))
             out[r] = foreground(arr, self.label_kind, self.label_values)
@@ -470,7 +470,7 @@ def _check_case(case: str, image_path: Path, mask_paths: list[Path | None], opts
     """Decode the image and masks of one case; append its problems; None when unusable."""
     n_before = len(problems)
     try:
-        img = store.get(image_path, decode_image, "image")
+        img = store.mapped(image_path, decode_image, "image")
     except ValueError as exc:
         problems.append(Problem(str(image_path), str(exc).split(": ", 1)[-1]))
         img = None
@@ -480,7 +480,7 @@ def _check_case(case: str, image_path: Path, mask_paths: list[Path | None], opts
             masks.append(None)
             continue
         try:
-            masks.append(np.asarray(store.get(path, decode_mask, "mask")))
+            masks.append(np.asarray(store.mapped(path, decode_mask, "mask")))
         except ValueError as exc:
             problems.append(Problem(str(path), str(exc).split(": ", 1)[-1]))
             masks.append(None)
