@@ -287,8 +287,8 @@ def preview_figure(samples, rater_names, pairwise: np.ndarray, path: Path, title
     import matplotlib.pyplot as plt
 
     k, r = len(samples), len(rater_names)
-    fig = plt.figure(figsize=(1.6 * (r + 1) + 3.6, 1.6 * max(k, 2) + 0.6))
-    grid = fig.add_gridspec(max(k, 2), r + 2, width_ratios=[1] * (r + 1) + [2.2])
+    fig = plt.figure(figsize=(1.6 * (r + 1) + 1.6 * max(2.2, 0.6 * r) + 0.8, 1.6 * max(k, 2) + 0.6))
+    grid = fig.add_gridspec(max(k, 2), r + 2, width_ratios=[1] * (r + 1) + [max(2.2, 0.6 * r)])
     for i, s in enumerate(samples):
         img = s.image.float()
         img = img[0] if img.shape[0] == 1 else img[:3].permute(1, 2, 0)
