@@ -318,6 +318,35 @@ def check(
         raise typer.Exit(1)
 
 
+data_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Look at a dataset before benchmarking on it.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("check")
+def data_check(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset name (folder, lidc, qubiq, ...)."),
+    data_root: Path | None = typer.Option(None, "--data-root", help="Folder holding the dataset files."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write summary.json and preview.png here."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Dataset option key=value (repeatable)."),
+) -> None:
+    """Validate every file, list every problem, summarise raters and agreement; exit 2 on problems."""
+    from .datacheck import check_dataset, format_summary
+
+    opts = {}
+    for item in set_:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise _usage(f"--set {item!r}: expected key=value")
+        opts[key.strip().removeprefix("dataset.")] = value.strip()
+    try:
+        result = check_dataset(dataset, data_root, opts, out)
+    except (ValueError, KeyError) as exc:
+        raise _usage(str(exc).splitlines()[0]) from None
+    console.print(format_summary(result), markup=False, highlight=False, soft_wrap=True)
+    if not result.ok:
+        raise typer.Exit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     app(args=argv if argv is not None else sys.argv[1:], prog_name="mrseg-bench")

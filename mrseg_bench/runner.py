@@ -441,6 +441,10 @@ def run_one(spec: RunSpec, dataset, out: Path, store: ResultsStore, force: bool 
                         suite=suite_factory(), precision=spec.precision, image_size=cfg.image_size,
                         channels_last=cfg.channels_last, max_cases=cfg.max_eval_cases)
         eval_wall = time.perf_counter() - t_eval
+        if cfg.aggregate == "volume":  # one row per volume: the mean of its slices (datasets/volumes.py)
+            from .datasets.volumes import per_volume_rows, volume_lookup
+
+            rows = per_volume_rows(rows, volume_lookup(dataset))
         _write_metrics_csv(run_dir / "metrics.csv", rows)
         if cfg.qualitative_cases:
             save_qualitative_cases(spec.method_obj, model, dataset, split, cfg, dev, run_dir)
