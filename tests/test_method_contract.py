@@ -6,7 +6,7 @@ method registered by this test, proves that. Each method is built tiny (a ResNet
 narrow decoder, 32x32, 2 input channels, 3 raters so that nothing can hard-code 1 channel or 4
 raters) and checked for: one training step per stage (finite scalar losses; gradients reach the
 stage's optimiser groups and no other parameter), predict (exactly the declared capabilities,
-shapes, values in [0,1]), determinism (same seed -> same predictions), state-dict round trip, and
+shapes, values in [0,1], countable FLOPs), determinism (same seed -> same predictions), state-dict round trip, and
 bad inputs (wrong channel count, wrong rater count) raising a ValueError that names the method.
 """
 
@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from mrseg_bench.baselines.common import check_io, remember_io, valid_rater_mean
+from mrseg_bench.engine.profile import flops_per_image
 from mrseg_bench.losses import generalised_dice_loss
 from mrseg_bench.method import Method, MethodConfig, MethodInfo, create_method
 from mrseg_bench.registry import METHODS, load_plugins
@@ -150,6 +151,8 @@ def test_predict_declared_outputs_deterministic_and_state_dict_round_trip(name):
             assert t.ndim == 4 and t.shape[0] == b and t.shape[1] >= 1 and t.shape[2:] == (SIZE, SIZE), t.shape
         else:
             assert tuple(t.shape) == shapes[key], (name, key, tuple(t.shape))
+
+    assert flops_per_image(method, model, images, N) > 0  # the profiler's FLOP counter can trace it
 
     again = predict(method, build(tiny(name), seed=0), images)
     for key, t in outputs(pred).items():

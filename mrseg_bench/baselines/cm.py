@@ -88,18 +88,18 @@ class GroupPReLU(nn.Module):
 
 
 class GlobalCM(nn.Module):
-    """One C x C matrix per rater, identity init; ``forward`` -> ``[1,R,C,C,1,1]`` (raw)."""
+    """One C x C matrix per rater, identity init; ``forward`` -> softplus of it ``[1,R,C,C,1,1]``."""
 
     def __init__(self, num_raters: int, classes: int) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.eye(classes).repeat(num_raters, 1, 1))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.weight[None, :, :, :, None, None]
+        return F.softplus(self.weight)[None, :, :, :, None, None]
 
 
 class PixelCM(nn.Module):
-    """R per-pixel CM heads as grouped convs; ``forward(features)`` -> ``[B,R,C,C,H,W]`` (raw).
+    """R per-pixel CM heads as grouped convs; ``forward(features)`` -> softplus ``[B,R,C,C,H,W]``.
 
     Per rater: [conv3x3 (no bias) -> InstanceNorm(affine) -> PReLU] x 4 (two double-conv
     blocks), conv1x1 -> C*C. The first conv maps the shared features to R*F channels at once."""
@@ -119,7 +119,7 @@ class PixelCM(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         b, _, h, w = features.shape
         c = self.classes
-        return self.out(self.body(features)).view(b, self.num_raters, c, c, h, w)
+        return F.softplus(self.out(self.body(features))).view(b, self.num_raters, c, c, h, w)
 
 
 class CMNet(nn.Module):
@@ -138,7 +138,7 @@ class CMNet(nn.Module):
         feats = self.features(images)
         logits = self.segmentation_head(feats).float()
         p = torch.sigmoid(logits) if self.classes == 1 else torch.softmax(logits, dim=1)
-        raw = F.softplus(self.cm(feats).float())
+        raw = self.cm(feats).float()  # softplus already applied
         return p, raw / raw.sum(dim=2, keepdim=True)
 
     def cm_parameters(self) -> list[nn.Parameter]:
