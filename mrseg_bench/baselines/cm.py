@@ -206,7 +206,7 @@ class ConfusionMatrixMethod(Method):
     def training_step(self, model: nn.Module, batch: MultiRaterBatch, stage: Stage) -> dict[str, torch.Tensor]:
         name = self.info.name
         check_io(name, model, batch.image, batch.masks)
-        index, target, valid = select_raters(self.cfg.recon_raters, batch.masks, batch.rater_valid)
+        index, target, valid = select_raters(self.cfg.recon_raters, batch.masks, batch.rater_valid, where=name)
         p, cms = model(batch.image)
         noisy = noisy_foreground(p, cms)  # [B,R,C,H,W]
         h, w = noisy.shape[-2:]

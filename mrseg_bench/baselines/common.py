@@ -114,7 +114,8 @@ RaterTargets = Literal["all", "one"]
 
 
 def select_raters(mode: str, masks: torch.Tensor, rater_valid: torch.Tensor,
-                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  generator: torch.Generator | None = None,
+                  where: str = "select_raters") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The (image, rater) pairs a rater-conditioned method reconstructs in one step.
 
     ``"all"``: every rater, ``index [B,R] = 0..R-1``, ``valid = rater_valid``;
@@ -130,4 +131,4 @@ def select_raters(mode: str, masks: torch.Tensor, rater_valid: torch.Tensor,
     if mode == "one":
         target, idx = draw_valid_rater(masks, rater_valid, generator)
         return idx[:, None], target, torch.ones(b, 1, dtype=torch.bool, device=masks.device)
-    raise ValueError(f"recon_raters must be 'all' or 'one', got {mode!r}")
+    raise ValueError(f"{where}: recon_raters must be 'all' or 'one', got {mode!r}")

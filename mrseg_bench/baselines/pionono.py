@@ -187,7 +187,7 @@ class Pionono(Method):
     def training_step(self, model: nn.Module, batch: MultiRaterBatch, stage: Stage) -> dict[str, torch.Tensor]:
         check_io("pionono", model, batch.image, batch.masks)
         net = getattr(model, "_orig_mod", model)
-        index, target, valid = select_raters(self.cfg.recon_raters, batch.masks, batch.rater_valid)
+        index, target, valid = select_raters(self.cfg.recon_raters, batch.masks, batch.rater_valid, where="pionono")
         logits = model(batch.image, index, self.cfg.train_draws).float().mean(dim=2)  # [B,K,H,W]
         recon = per_rater_generalised_dice_loss(logits, target, valid)
         vw = valid.float()
