@@ -220,10 +220,10 @@ def test_pionono_loss_parts():
     torch.manual_seed(0)
     model = method.build(INFO)
     out = method.training_step(model, batch(), Stage("train", 1, 1e-3))
-    kl = model.latents.kl()  # [3]; valid pairs: image 0 raters 0,1; image 1 raters 0,1,2
+    kl = model.latents.kl().detach()  # [3]; valid pairs: image 0 raters 0,1; image 1 raters 0,1,2
     want_kl = (2 * kl[0] + 2 * kl[1] + kl[2]) / 5
     assert float(out["kl"]) == pytest.approx(float(want_kl), rel=1e-5)
-    l2 = sum(float(p.norm()) for conv in model.head.layers[:2] for p in conv.parameters())
+    l2 = sum(float(p.detach().norm()) for conv in model.head.layers[:2] for p in conv.parameters())
     assert float(out["l2"]) == pytest.approx(l2, rel=1e-5)
     assert float(out["loss"].detach()) == pytest.approx(float(out["recon"]) + 0.5 * float(want_kl) + 0.25 * l2, rel=1e-5)
 
