@@ -184,14 +184,14 @@ def list_cmd() -> None:
 
     load_plugins()
     t = Table(title="methods")
-    for c in ("name", "capabilities", "paper"):
+    for c in ("name", "capabilities", "paper", "description"):
         t.add_column(c)
     for name, factory in METHODS.items():
         try:
             info = factory().info
-            t.add_row(name, ", ".join(sorted(c.value for c in info.capabilities)), info.paper)
+            t.add_row(name, ", ".join(sorted(c.value for c in info.capabilities)), info.paper, info.description)
         except Exception as exc:  # noqa: BLE001 - list what can be listed
-            t.add_row(name, DASH, f"(error: {exc})")
+            t.add_row(name, DASH, f"(error: {exc})", "")
     console.print(t)
     t = Table(title="datasets")
     for c in ("name", "raters", "identity", "description"):

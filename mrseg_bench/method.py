@@ -9,7 +9,7 @@ A method is registered by a decorated factory, timm-style::
 Calling the factory with no argument gives the method with its default config; ``create_method``
 applies overrides validated against the config dataclass. The engine then calls, for each
 stage in ``stages()``: ``begin_stage`` (freeze / set modes), builds the optimiser over
-``stage_parameters``, loops ``training_step`` (returns a dict of scalar losses with key
+``param_groups`` (by default one group of ``stage_parameters``; see ``engine.optim``), loops ``training_step`` (returns a dict of scalar losses with key
 ``"loss"`` to backpropagate), and finally ``predict``.
 """
 
@@ -45,10 +45,22 @@ class MethodInfo:
     description: str = ""
 
 
+SCHEDULE_OPTIONS: dict[str, frozenset[str]] = {
+    "cosine": frozenset(),
+    "poly": frozenset({"power"}),
+    "plateau": frozenset({"factor", "patience", "min_lr"}),
+    "constant": frozenset(),
+}
+
+
 @dataclass
 class Stage:
-    """One training stage: its own optimiser (Adam at ``lr``) and a cosine schedule stepped per
-    epoch. ``monitor`` picks the best checkpoint on the validation split: ``"loss"`` (mean
+    """One training stage: its own optimiser (Adam at ``lr``, or per-group lrs from
+    ``Method.param_groups``) and an lr ``schedule`` (``engine.optim.build_scheduler``):
+    "cosine" (default, stepped per epoch), "poly" (``lr * (1 - epoch/epochs) ** power``),
+    "plateau" (ReduceLROnPlateau on the validation monitor) or "constant"; ``schedule_options``:
+    poly ``power`` (0.9); plateau ``factor`` (0.1), ``patience`` (10), ``min_lr`` (0).
+    ``monitor`` picks the best checkpoint on the validation split: ``"loss"`` (mean
     validation loss) or a MetricSuite metric name; ``mode`` is "min" or "max"."""
 
     name: str
@@ -58,6 +70,30 @@ class Stage:
     monitor: str = "loss"
     mode: str = "min"
     extra: dict[str, Any] = field(default_factory=dict)
+    schedule: str = "cosine"
+    schedule_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.check_schedule()
+
+    def check_schedule(self) -> None:
+        """ValueError naming the stage for an unknown schedule, option or option value."""
+        where = f"stage {self.name!r}"
+        if self.schedule not in SCHEDULE_OPTIONS:
+            raise ValueError(f"{where}: schedule must be one of {', '.join(SCHEDULE_OPTIONS)}, got {self.schedule!r}")
+        allowed = SCHEDULE_OPTIONS[self.schedule]
+        unknown = sorted(set(self.schedule_options) - allowed)
+        if unknown:
+            raise ValueError(f"{where}: schedule {self.schedule!r} has no option(s) {', '.join(unknown)}; "
+                             f"valid: {', '.join(sorted(allowed)) or 'none'}")
+        for key, value in self.schedule_options.items():
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+            ok = ok and {"power": value >= 0, "factor": 0 < value < 1, "patience": value >= 0 and int(value) == value,
+                         "min_lr": value >= 0}[key]
+            if not ok:
+                raise ValueError(f"{where}: schedule option {key}={value!r} is out of range")
+        if self.mode not in ("min", "max"):
+            raise ValueError(f"{where}: mode must be 'min' or 'max', got {self.mode!r}")
 
 
 class Method(abc.ABC):
@@ -79,6 +115,12 @@ class Method(abc.ABC):
     def stage_parameters(self, model: nn.Module, stage: Stage) -> list[nn.Parameter]:
         """Parameters the stage's optimiser updates. Default: all that require grad."""
         return [p for p in model.parameters() if p.requires_grad]
+
+    def param_groups(self, model: nn.Module, stage: Stage) -> list[dict[str, Any]]:
+        """Torch-style optimiser groups ``{"params": [...], "lr": float, "name": str}`` for
+        ``stage``. Default: one group of ``stage_parameters`` at ``stage.lr``. Override to give
+        parts of the model their own lr (a parameter may be in one group only)."""
+        return [{"params": self.stage_parameters(model, stage), "lr": stage.lr, "name": "all"}]
 
     def begin_stage(self, model: nn.Module, stage: Stage) -> None:
         """Called once before a stage (and on resume): freeze parts, load the previous stage."""

@@ -18,7 +18,7 @@ from torch import nn
 from ..method import Method, MethodConfig, MethodInfo, Stage
 from ..registry import register_method
 from ..types import Capability, DatasetInfo, MultiRaterBatch, Prediction
-from .common import draw_valid_rater, recon_loss
+from .common import check_io, draw_valid_rater, recon_loss, remember_io
 from .unet import DEFAULT_DECODER_CHANNELS, build_unet
 
 
@@ -41,13 +41,15 @@ class SingleOutputUNet(Method):
 
     def build(self, dataset_info: DatasetInfo) -> nn.Module:
         c = self.cfg
-        return build_unet(dataset_info.in_channels, classes=1, encoder_name=c.encoder_name,
-                          encoder_weights=c.encoder_weights, decoder_channels=c.decoder_channels)
+        net = build_unet(dataset_info.in_channels, classes=1, encoder_name=c.encoder_name,
+                         encoder_weights=c.encoder_weights, decoder_channels=c.decoder_channels)
+        return remember_io(net, dataset_info.in_channels, dataset_info.num_raters)
 
     def target(self, batch: MultiRaterBatch) -> torch.Tensor:
         raise NotImplementedError
 
     def training_step(self, model: nn.Module, batch: MultiRaterBatch, stage: Stage) -> dict[str, torch.Tensor]:
+        check_io(self.info.name, model, batch.image, batch.masks)
         target = self.target(batch)
         loss = recon_loss(self.cfg.loss, model(batch.image), target)
         return {"loss": loss}
@@ -56,6 +58,7 @@ class SingleOutputUNet(Method):
     def predict(self, model: nn.Module, images: torch.Tensor, n_samples: int) -> Prediction:
         """Probabilities ``[B,H,W]``; ``n_samples`` is ignored (one deterministic output).
         The caller sets eval mode."""
+        check_io(self.info.name, model, images)
         prob = torch.sigmoid(model(images).float())[:, 0]
         samples = prob[:, None] if Capability.DIVERSE in self.info.capabilities else None
         return Prediction(samples=samples, consensus=prob)

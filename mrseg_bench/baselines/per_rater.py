@@ -26,7 +26,7 @@ from torch import nn
 from ..method import Method, MethodInfo, Stage
 from ..registry import register_method
 from ..types import Capability, DatasetInfo, MultiRaterBatch, Prediction
-from .common import check_batch, per_rater_generalised_dice_loss
+from .common import check_batch, check_io, per_rater_generalised_dice_loss, remember_io
 from .deterministic import UNetConfig
 from .unet import build_unet
 
@@ -68,6 +68,7 @@ class _PerRater(Method):
 
     def training_step(self, model: nn.Module, batch: MultiRaterBatch, stage: Stage) -> dict[str, torch.Tensor]:
         check_batch(batch.masks, batch.rater_valid, self.info.name)
+        check_io(self.info.name, model, batch.image, batch.masks)
         logits = model(batch.image)
         if logits.shape != batch.masks.shape:
             raise ValueError(f"{self.info.name}: model outputs {tuple(logits.shape)} for masks "
@@ -87,6 +88,7 @@ class _PerRater(Method):
     def predict(self, model: nn.Module, images: torch.Tensor, n_samples: int) -> Prediction:
         """personalized ``[B,R,H,W]`` and the same R maps as samples (``n_samples`` ignored).
         The caller sets eval mode."""
+        check_io(self.info.name, model, images)
         prob = torch.sigmoid(model(images).float())
         return Prediction(samples=prob, personalized=prob)
 
@@ -99,11 +101,11 @@ class SeparatePerRater(_PerRater):
     def build(self, dataset_info: DatasetInfo) -> nn.Module:
         self._check(dataset_info)
         c = self.cfg
-        return SeparateUNets([
+        return remember_io(SeparateUNets([
             build_unet(dataset_info.in_channels, classes=1, encoder_name=c.encoder_name,
                        encoder_weights=c.encoder_weights, decoder_channels=c.decoder_channels)
             for _ in range(dataset_info.num_raters)
-        ])
+        ]), dataset_info.in_channels, dataset_info.num_raters)
 
 
 class MultiHeadPerRater(_PerRater):
@@ -118,7 +120,8 @@ class MultiHeadPerRater(_PerRater):
         backbone = build_unet(dataset_info.in_channels, encoder_name=c.encoder_name,
                               encoder_weights=c.encoder_weights, headless=True,
                               decoder_channels=c.decoder_channels)
-        return MultiHeadUNet(backbone, dataset_info.num_raters)
+        return remember_io(MultiHeadUNet(backbone, dataset_info.num_raters), dataset_info.in_channels,
+                           dataset_info.num_raters)
 
 
 @register_method("per_rater.separate")

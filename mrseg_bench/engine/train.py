@@ -1,7 +1,8 @@
 """The training loop for the method contract (``mrseg_bench.method``).
 
-For each stage of ``method.stages()``: ``begin_stage``; Adam over ``stage_parameters`` (lr,
-weight_decay); cosine schedule stepped per epoch; per epoch ``train_mode``, batches in an order
+For each stage of ``method.stages()``: ``begin_stage``; Adam over ``param_groups`` (lr per
+group, weight_decay) and the stage's lr schedule (``engine.optim``: cosine by default, stepped
+per epoch; plateau stepped on the validation score); per epoch ``train_mode``, batches in an order
 that is a pure function of (seed, stage, epoch), optional augmentation, ``training_step(...)
 ["loss"]``, backward, optional gradient clipping, step; then validation on the VALIDATION split
 (the stage's ``monitor``: "loss" or a metric name) and checkpoints
@@ -29,6 +30,7 @@ from ..method import Method, Stage
 from .data import augment, limit, make_batches, prepare
 from .device import autocast, epoch_seed, get_rng_state, seed_everything, set_rng_state, synchronize
 from .evaluate import evaluate, mean_metric
+from .optim import build_optimizer, build_scheduler, step_on_validation, step_per_epoch
 from .run_config import RunConfig
 
 
@@ -129,11 +131,9 @@ def train(method: Method, model: nn.Module, dataset, split, cfg: RunConfig, run_
             if state is None and k > 0:  # start from the previous stage's best
                 model.load_state_dict(_load(checkpoint_path(run_dir, stages[k - 1].name, "best"))["model"])
             method.begin_stage(model, stage)
-            params = method.stage_parameters(model, stage)
-            if not params:
-                raise ValueError(f"method {name!r} stage {stage.name!r}: no parameters to train")
-            opt = torch.optim.Adam(params, lr=stage.lr, weight_decay=stage.weight_decay)
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(stage.epochs, 1))
+            opt = build_optimizer(method, model, stage, where=f"method {name!r} stage {stage.name!r}")
+            params = [p for group in opt.param_groups for p in group["params"]]
+            sched = build_scheduler(opt, stage)
             start_epoch, best, best_epoch, wall = 0, None, -1, 0.0
             if state is not None:
                 if state.get("stage") != stage.name:
@@ -178,7 +178,7 @@ def train(method: Method, model: nn.Module, dataset, split, cfg: RunConfig, run_
                     steps += 1
                     if on_step is not None:
                         on_step(stage.name, epoch, step)
-                sched.step()
+                step_per_epoch(sched)
                 synchronize(device)
                 train_s = time.perf_counter() - t0
                 result.train_images += images
@@ -195,6 +195,7 @@ def train(method: Method, model: nn.Module, dataset, split, cfg: RunConfig, run_
                         raise NonFiniteLossError(
                             f"method {name!r} stage {stage.name!r} epoch {epoch}: validation {stage.monitor} is {score}"
                         )
+                    step_on_validation(sched, score)
                     if _better(score, best, stage.mode):
                         best, best_epoch = score, epoch
                         _atomic_save({"stage": stage.name, "epoch": epoch + 1, "model": model.state_dict(),

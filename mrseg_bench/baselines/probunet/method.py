@@ -27,7 +27,7 @@ from ...losses import bce_loss, generalised_dice_loss
 from ...method import Method, MethodConfig, MethodInfo, Stage
 from ...registry import register_method
 from ...types import Capability, DatasetInfo, MultiRaterBatch, Prediction
-from ..common import draw_valid_rater
+from ..common import check_io, draw_valid_rater, remember_io
 from ..unet import DEFAULT_DECODER_CHANNELS, build_backbone
 from .model import ProbUNetModel
 
@@ -83,10 +83,11 @@ class ProbUNet(Method):
         c = self.cfg
         backbone = build_backbone(c.backbone, dataset_info.in_channels, c.encoder_name,
                                   c.encoder_weights, c.decoder_channels, c.kohl_filters)
-        return ProbUNetModel(backbone, dataset_info.in_channels, c.latent_dim,
-                             c.resolved_prior_filters())
+        return remember_io(ProbUNetModel(backbone, dataset_info.in_channels, c.latent_dim,
+                                         c.resolved_prior_filters()), dataset_info.in_channels, dataset_info.num_raters)
 
     def training_step(self, model: nn.Module, batch: MultiRaterBatch, stage: Stage) -> dict[str, torch.Tensor]:
+        check_io("probunet", model, batch.image, batch.masks)
         mask, _ = draw_valid_rater(batch.masks, batch.rater_valid)
         images = batch.image
         features, prior = model.encode(images)
@@ -106,6 +107,7 @@ class ProbUNet(Method):
         """``n_samples`` prior samples in one pass (image encoded once). The caller sets eval mode."""
         if int(n_samples) < 1:
             raise ValueError(f"probunet.predict: n_samples must be >= 1, got {n_samples}")
+        check_io("probunet", model, images)
         return Prediction(samples=torch.sigmoid(model.sample_logits(images, int(n_samples)).float()))
 
 

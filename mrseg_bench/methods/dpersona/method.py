@@ -15,6 +15,7 @@ from collections import defaultdict
 import torch
 from torch import nn
 
+from ...baselines.common import check_io, remember_io
 from ...method import Method, MethodInfo, Stage
 from ...registry import register_method
 from ...types import Capability, DatasetInfo, MultiRaterBatch, Prediction
@@ -55,14 +56,14 @@ class DPersona(Method):
 
     def build(self, dataset_info: DatasetInfo) -> DPersonaNet:
         c = self.cfg
-        return DPersonaNet(
+        return remember_io(DPersonaNet(
             dataset_info.in_channels, dataset_info.num_raters, latent_dim=c.latent_dim,
             encoder_name=c.encoder_name, encoder_weights=c.encoder_weights,
             decoder_channels=c.decoder_channels, prior_filters=c.prior_filters,
             prior_convs_per_block=c.prior_convs_per_block, fcomb_channels=c.fcomb_channels,
             fcomb_layers=c.fcomb_layers, head_channels=c.head_channels,
             head_padding=c.resolved_head_padding, head_dropout=c.head_dropout,
-        )
+        ), dataset_info.in_channels, dataset_info.num_raters)
 
     def stages(self) -> list[Stage]:
         c = self.cfg
@@ -105,6 +106,7 @@ class DPersona(Method):
 
     def training_step(self, model: nn.Module, batch: MultiRaterBatch, stage: Stage) -> dict[str, torch.Tensor]:
         net = self._check(model, stage)
+        check_io("dpersona", net, batch.image)
         images, masks, valid = batch.image, batch.masks.float(), batch.rater_valid.bool()
         if masks.ndim != 4 or masks.shape[1] != net.num_raters or valid.shape != masks.shape[:2]:
             raise ValueError(f"dpersona: batch masks {tuple(masks.shape)} / rater_valid {tuple(valid.shape)} "
@@ -133,6 +135,7 @@ class DPersona(Method):
         model = self._check(model)
         if int(n_samples) < 1:
             raise ValueError(f"dpersona: n_samples must be >= 1, got {n_samples}")
+        check_io("dpersona", model, images)
         was_training = model.training
         model.eval()
         try:
