@@ -29,6 +29,7 @@ val_n_samples = 2
 profile_steps = 1
 latency_repeats = 2
 device = "cpu"
+checkpoint_interval_s = 0
 [dataset.toyset]
 num_cases = 16
 [method."toy*"]
@@ -194,7 +195,9 @@ def _plugin_site(tmp: Path) -> Path:
 
 
 def _cli(tmp: Path, site: Path, *args: str, env_extra: dict | None = None) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    # this checkout first (not whatever mrseg_bench the interpreter has installed), then the plugin
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(site)]), "OMP_NUM_THREADS": "1",
+           **(env_extra or {})}
     env.pop("MRSEG_TOY_FAIL", None)
     cmd = [sys.executable, "-m", "mrseg_bench.cli", "run", "--methods", "toy", "--dataset", "toyset",
            "--preset", str(tmp / "toy.toml"), "--quiet", "--no-report", *args]
