@@ -29,6 +29,7 @@ RESULT_FILE = "result.json"
 STAGING_SUFFIX = ".force"
 CLAIM_SUFFIX = ".claim"
 _REPLACED = ".replaced-"
+_fsync = os.fsync  # a module attribute, so tests can simulate a full disk
 
 
 def _tmp_for(path: Path) -> Path:
@@ -44,7 +45,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
-            os.fsync(fh.fileno())
+            _fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -105,15 +106,16 @@ def read_result(path: str | Path) -> dict[str, Any]:
 
 
 def done_result(run_dir: str | Path, config_hash: str) -> dict[str, Any] | None:
-    """The run row of a done result of ``config_hash`` in ``run_dir``, or None."""
+    """The result file of ``run_dir`` when it holds a done run of ``config_hash``, else None."""
     path = Path(run_dir) / RESULT_FILE
     if not path.is_file():
         return None
     try:
-        run = read_result(path)["run"]
+        result = read_result(path)
     except ValueError:
         return None
-    return run if run["status"] == "done" and run["config_hash"] == config_hash else None
+    run = result["run"]
+    return result if run["status"] == "done" and run["config_hash"] == config_hash else None
 
 
 def claim_path(run_dir: str | Path) -> Path:

@@ -311,7 +311,6 @@ def run_grid(plan: Plan, out: str | Path = "runs", store_path: str | Path = "run
     run writes its ``last`` checkpoint and ``interrupts.RunInterrupted`` is raised."""
     from .collect import index_result
     from .interrupts import RunInterrupted, catch_signals
-    from .run_folder import RESULT_FILE, read_result
     from .spec import execute_spec, spec_to_json
 
     out = Path(out)
@@ -328,12 +327,7 @@ def run_grid(plan: Plan, out: str | Path = "runs", store_path: str | Path = "run
                 continue
             o = execute_spec(spec_to_json(spec), out, force=force, quiet=quiet, log=log,
                              dataset=plan.datasets[spec.dataset], split=plan.splits.get(spec.dataset), stop=flag)
-            if o.result is None and o.note == "done" and o.run_dir is not None:  # done elsewhere: index it here
-                try:
-                    o.result = read_result(o.run_dir / RESULT_FILE)
-                except ValueError as exc:
-                    log(f"warning: {exc}")
-            if o.result is not None:
+            if o.result is not None:  # done or failed here, or done by another worker: index it
                 try:
                     index_result(store, o.result)
                 except Exception as exc:  # noqa: BLE001 - the result stays in its folder; collect recovers it

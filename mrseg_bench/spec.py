@@ -57,6 +57,10 @@ def spec_from_json(data: Any) -> RunSpec:
             raise UsageError(f"spec: {key!r} is missing or not a {tp.__name__}")
     if data.get("data_root") is not None and not isinstance(data["data_root"], str):
         raise UsageError("spec: 'data_root' must be a string or null")
+    for key in ("method", "dataset", "preset"):  # they become folder names  TODO: paths.check_name (harden)
+        v = data[key]
+        if not v or v in (".", "..") or "/" in v or "\\" in v or any(ord(c) < 32 for c in v):
+            raise UsageError(f"spec: {key} {v!r} is not a valid name (no /, \\, .., control characters)")
     config = data["config"]
     if config_hash(config) != data["config_hash"]:
         raise UsageError("spec: config_hash does not match its config (edited by hand?)")

@@ -198,8 +198,8 @@ def execute(spec: RunSpec, dataset, out: str | Path, force: bool = False, quiet:
     run_dir = spec.run_dir(Path(out))
     restore_replaced(run_dir)
     if not force and (done := done_result(run_dir, spec.config_hash)) is not None:
-        log(f"skip {label(spec)}: done as {done['run_id']}")
-        return Outcome(spec, "skipped", done["run_id"], run_dir=run_dir, note="done")
+        log(f"skip {label(spec)}: done as {done['run']['run_id']}")
+        return Outcome(spec, "skipped", done["run"]["run_id"], run_dir=run_dir, note="done", result=done)
     cfg = spec.run_cfg
     claim, holder = try_claim(claim_path(run_dir), cfg.claim_heartbeat_s, cfg.claim_stale_s)
     if claim is None:
@@ -215,8 +215,8 @@ def execute(spec: RunSpec, dataset, out: str | Path, force: bool = False, quiet:
 def _run_claimed(spec: RunSpec, dataset, run_dir: Path, claim: Claim, holder, force: bool, quiet: bool,
                  log: Callable[[str], None], split, flag: StopFlag) -> Outcome:
     if not force and (done := done_result(run_dir, spec.config_hash)) is not None:  # finished meanwhile
-        log(f"skip {label(spec)}: done as {done['run_id']}")
-        return Outcome(spec, "skipped", done["run_id"], run_dir=run_dir, note="done")
+        log(f"skip {label(spec)}: done as {done['run']['run_id']}")
+        return Outcome(spec, "skipped", done["run"]["run_id"], run_dir=run_dir, note="done", result=done)
     work_dir = staging_dir(run_dir) if force else run_dir
     if holder is not None:
         log(f"took over {label(spec)} from a stale claim ({holder.describe()}); resuming from its last checkpoint")

@@ -228,8 +228,10 @@ def train(method: Method, model: nn.Module, dataset, split, cfg: RunConfig, run_
             ck = _StageCheckpoints(run_dir, stage, cfg.checkpoint_interval_s, cfg.checkpoint_every)
             state = _load(ck.last) if ck.last.exists() else None
             resume_epoch = state["epoch"] if state is not None else 0
-            _cut_log(run_dir, lambda r, k=k, e=resume_epoch: order.get(r.get("stage"), len(stages)) < k or (
-                order.get(r.get("stage")) == k and isinstance(r.get("epoch"), int) and r["epoch"] < e))
+            _cut_log(run_dir, lambda r, k=k, e=resume_epoch, done=resume_epoch >= stage.epochs: (
+                order.get(r.get("stage"), len(stages)) < k
+                or (order.get(r.get("stage")) == k and isinstance(r.get("epoch"), int) and r["epoch"] < e)
+                or (done and order.get(r.get("stage"), -1) > k)))  # later stages cut in their turn
             if state is None and k == 0:  # a fresh run: the RNG stream starts from the seed
                 seed_everything(seed)
             if state is None and k > 0:  # start from the previous stage's best
@@ -257,6 +259,8 @@ def train(method: Method, model: nn.Module, dataset, split, cfg: RunConfig, run_
             task = None
             if progress is not None:
                 task = progress.add_task(f"{name} {stage.name}", total=stage.epochs, completed=resume_epoch, info="")
+            n_steps = math.ceil(len(train_idx) / cfg.batch_size)
+            n_steps = min(n_steps, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else n_steps
             for epoch in range(resume_epoch, stage.epochs):
                 t0 = time.perf_counter()
                 skip = int(partial.get("step", 0))
@@ -292,7 +296,7 @@ def train(method: Method, model: nn.Module, dataset, split, cfg: RunConfig, run_
                     steps += 1
                     if on_step is not None:
                         on_step(stage.name, epoch, step)
-                    reason = stop() if stop is not None else None
+                    reason = stop() if stop is not None and step + 1 < n_steps else None  # the last: at epoch end
                     if reason:
                         saved = None
                         if reason == "interrupt":
