@@ -196,7 +196,6 @@ def execute(spec: RunSpec, dataset, out: str | Path, force: bool = False, quiet:
             log: Callable[[str], None] = lambda s: None, split=None, stop: StopFlag | None = None) -> Outcome:
     """Run ``spec`` once (see the module docstring). Raises ``RunInterrupted`` on a signal."""
     run_dir = spec.run_dir(Path(out))
-    restore_replaced(run_dir)
     if not force and (done := done_result(run_dir, spec.config_hash)) is not None:
         log(f"skip {label(spec)}: done as {done['run']['run_id']}")
         return Outcome(spec, "skipped", done["run"]["run_id"], run_dir=run_dir, note="done", result=done)
@@ -214,6 +213,7 @@ def execute(spec: RunSpec, dataset, out: str | Path, force: bool = False, quiet:
 
 def _run_claimed(spec: RunSpec, dataset, run_dir: Path, claim: Claim, holder, force: bool, quiet: bool,
                  log: Callable[[str], None], split, flag: StopFlag) -> Outcome:
+    restore_replaced(run_dir)  # a swap cut short between its two renames (only a claim holder swaps)
     if not force and (done := done_result(run_dir, spec.config_hash)) is not None:  # finished meanwhile
         log(f"skip {label(spec)}: done as {done['run']['run_id']}")
         return Outcome(spec, "skipped", done["run"]["run_id"], run_dir=run_dir, note="done", result=done)

@@ -139,7 +139,7 @@ def test_missing_data_root_of_a_real_dataset_exits_2(toy_env):
 
 def test_help_texts():
     runner = CliRunner()
-    for cmd in ("run", "list", "profile", "report", "check"):
+    for cmd in ("run", "list", "profile", "report", "check", "plan", "run-one", "collect"):
         res = runner.invoke(app, [cmd, "--help"])
         assert res.exit_code == 0 and "Usage" in res.output, cmd
 
