@@ -320,7 +320,11 @@ def run_grid(plan: Plan, out: str | Path = "runs", store_path: str | Path = "run
             if flag.signum is not None:
                 raise RunInterrupted(f"the grid before {spec.method} {spec.dataset} seed {spec.seed}",
                                      spec.run_dir(out), None, flag.exit_code)
-            done = None if force else store.done_run_id(spec.config_hash)
+            try:
+                done = None if force else store.done_run_id(spec.config_hash)
+            except Exception as exc:  # noqa: BLE001 - the run folder still says whether it is done
+                log(f"warning: the store {store_path} cannot be read ({type(exc).__name__}: {exc})")
+                done = None
             if done is not None:
                 log(f"skip {spec.method} {spec.dataset} seed {spec.seed}: done as {done}")
                 outcomes.append(Outcome(spec, "skipped", done, run_dir=spec.run_dir(out), note="done"))

@@ -200,7 +200,11 @@ def execute(spec: RunSpec, dataset, out: str | Path, force: bool = False, quiet:
         log(f"skip {label(spec)}: done as {done['run']['run_id']}")
         return Outcome(spec, "skipped", done["run"]["run_id"], run_dir=run_dir, note="done", result=done)
     cfg = spec.run_cfg
-    claim, holder = try_claim(claim_path(run_dir), cfg.claim_heartbeat_s, cfg.claim_stale_s)
+    try:
+        claim, holder = try_claim(claim_path(run_dir), cfg.claim_heartbeat_s, cfg.claim_stale_s)
+    except OSError as exc:  # a full or read-only disk: this run fails, the grid goes on
+        row = run_row(spec, f"{spec.config_hash[:8]}-{uuid.uuid4().hex[:8]}", run_dir, _now())
+        return _record_failure(spec, row, run_dir, exc, time.perf_counter(), log)
     if claim is None:
         note = holder.describe() if holder else "claimed by another worker"
         log(f"skip {label(spec)}: {note}")
@@ -233,7 +237,13 @@ def _run_claimed(spec: RunSpec, dataset, run_dir: Path, claim: Claim, holder, fo
         raise RunInterrupted(label(spec), work_dir, exc.checkpoint or _last_checkpoint(spec, work_dir),
                              flag.exit_code) from None
     if force and outcome.status == "done":
-        swap_in(work_dir, run_dir)
+        try:
+            swap_in(work_dir, run_dir)
+        except OSError as exc:
+            err = f"the finished rerun could not replace {run_dir} ({type(exc).__name__}: {exc}); it is in " \
+                  f"{work_dir}: rerun with --force to try again"
+            log(f"FAILED {label(spec)}: {err}")
+            return Outcome(spec, "failed", outcome.run_id, err, work_dir)
     if outcome.status == "done":
         log(f"done {label(spec)} -> {run_dir}")
     return outcome

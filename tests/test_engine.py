@@ -290,6 +290,7 @@ def test_checkpoints_load_weights_only_and_best_holds_weights_only(tmp_path):
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_corrupt_or_malicious_last_fails_naming_the_file_and_force(tmp_path):
     import pickle
 

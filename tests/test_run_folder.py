@@ -272,3 +272,17 @@ def test_sigterm_prints_one_line_and_the_same_command_resumes(toy_preset, tmp_pa
     run_dir = next(out.glob("toyset/toy/*_seed0_*"))
     log = [json.loads(x) for x in (run_dir / "train_log.jsonl").read_text().splitlines()]
     assert [(r["stage"], r["epoch"]) for r in log] == [("stage1", 0), ("stage1", 1), ("stage2", 0)]
+
+
+def test_an_unwritable_claim_fails_that_run_only(toy_preset, tmp_path, monkeypatch):
+    worker = importlib.import_module("mrseg_bench.worker")
+
+    def no_space(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(worker, "try_claim", no_space)
+    out, store = tmp_path / "runs", tmp_path / "runs" / "results.sqlite"
+    res = run_grid(plan_grid("toy,toy.flat", "toyset", [0], toy_preset), out, store)
+    assert [o.status for o in res] == ["failed", "failed"] and "No space left" in res[1].error
+    with ResultsStore(store) as st:
+        assert sorted(st.runs("failed")["method"]) == ["toy", "toy.flat"]
