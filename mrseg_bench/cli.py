@@ -51,40 +51,72 @@ def _fmt(value: float, kind: str) -> str:
     return f"{value:.4f}"
 
 
+_OPT_METHODS = typer.Option(..., "--methods", "-m", help="Comma list of methods; fnmatch wildcards allowed (e.g. 'dpersona,fusion.*').")
+_OPT_DATASET = typer.Option("synthetic", "--dataset", "-d", help="Dataset name(s), comma list.")
+_OPT_DATA_ROOT = typer.Option(None, "--data-root", help="Folder holding the dataset files.")
+_OPT_PRESET = typer.Option("default", "--preset", "-p", help="smoke | default | paper, or a .toml file.")
+_OPT_SEEDS = typer.Option("0", "--seeds", help="Comma list of seeds, e.g. 0,1,2.")
+_OPT_SET = typer.Option([], "--set", "-s", help="Override: key=value, method.key=value, dataset.key=value or run.key=value (repeatable).")
+_OPT_DEVICE = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N | mps (default: preset's, else auto).")
+_OPT_PRECISION = typer.Option(None, "--precision", help="auto | bf16 | fp32 (auto: bf16 on CUDA, fp32 elsewhere).")
+_OPT_CHANNELS_LAST = typer.Option(False, "--channels-last", help="channels_last memory format (same as --set run.channels_last=true).")
+_OPT_COMPILE = typer.Option(False, "--compile", help="torch.compile the model (same as --set run.compile=true).")
+_OPT_GRAD_CLIP = typer.Option(None, "--grad-clip", help="Clip the global gradient norm (same as --set run.grad_clip=X).")
+_OPT_OUT = typer.Option(Path("runs"), "--out", "-o", help="Experiment folder root.")
+_OPT_EXPERIMENT = typer.Option(None, "--experiment", "-e", help="Label of this grid in the store and reports (default: the preset's name; a user preset file: its path).")
+
+
+def _plan(methods, dataset, data_root, preset, seeds, set_, device, precision, channels_last, compile_, grad_clip,
+          experiment=None):
+    """plan_grid from the shared run/plan options; usage errors exit 2."""
+    from .runner import UsageError, plan_grid
+
+    seed_list = _seeds(seeds)
+    sets = list(set_) + (["run.channels_last=true"] if channels_last else []) + (
+        ["run.compile=true"] if compile_ else []) + ([f"run.grad_clip={grad_clip}"] if grad_clip is not None else [])
+    try:
+        return plan_grid(methods, dataset, seed_list, preset, sets, data_root, device, precision, experiment)
+    except UsageError as exc:
+        raise _usage(str(exc)) from None
+
+
+def _interrupted(exc, command: str = "the same command") -> typer.Exit:
+    err_console.print(exc.message(command), markup=False, highlight=False, soft_wrap=True)
+    return typer.Exit(exc.exit_code)
+
+
 @app.command()
 def run(
-    methods: str = typer.Option(..., "--methods", "-m", help="Comma list of methods; fnmatch wildcards allowed (e.g. 'dpersona,fusion.*')."),
-    dataset: str = typer.Option("synthetic", "--dataset", "-d", help="Dataset name(s), comma list."),
-    data_root: Path | None = typer.Option(None, "--data-root", help="Folder holding the dataset files."),
-    preset: str = typer.Option("default", "--preset", "-p", help="smoke | default | paper, or a .toml file."),
-    seeds: str = typer.Option("0", "--seeds", help="Comma list of seeds, e.g. 0,1,2."),
-    set_: list[str] = typer.Option([], "--set", "-s", help="Override: key=value, method.key=value, dataset.key=value or run.key=value (repeatable)."),
-    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N | mps (default: preset's, else auto)."),
-    precision: str | None = typer.Option(None, "--precision", help="auto | bf16 | fp32 (auto: bf16 on CUDA, fp32 elsewhere)."),
-    channels_last: bool = typer.Option(False, "--channels-last", help="channels_last memory format (same as --set run.channels_last=true)."),
-    compile_: bool = typer.Option(False, "--compile", help="torch.compile the model (same as --set run.compile=true)."),
-    grad_clip: float | None = typer.Option(None, "--grad-clip", help="Clip the global gradient norm (same as --set run.grad_clip=X)."),
-    out: Path = typer.Option(Path("runs"), "--out", "-o", help="Experiment folder root."),
+    methods: str = _OPT_METHODS,
+    dataset: str = _OPT_DATASET,
+    data_root: Path | None = _OPT_DATA_ROOT,
+    preset: str = _OPT_PRESET,
+    seeds: str = _OPT_SEEDS,
+    set_: list[str] = _OPT_SET,
+    device: str | None = _OPT_DEVICE,
+    precision: str | None = _OPT_PRECISION,
+    channels_last: bool = _OPT_CHANNELS_LAST,
+    compile_: bool = _OPT_COMPILE,
+    grad_clip: float | None = _OPT_GRAD_CLIP,
+    out: Path = _OPT_OUT,
     store: Path | None = typer.Option(None, "--store", help="Results store (default <out>/results.sqlite)."),
-    force: bool = typer.Option(False, "--force", help="Rerun runs already done with the same config hash."),
-    experiment: str | None = typer.Option(None, "--experiment", "-e", help="Label of this grid in the store and reports (default: the preset's name; a user preset file: its path)."),
+    force: bool = typer.Option(False, "--force", help="Rerun runs already done with the same config hash (the done run is replaced only when the rerun succeeds)."),
+    experiment: str | None = _OPT_EXPERIMENT,
     reuse_results: bool = typer.Option(False, "--reuse-results", help="Skip runs done before on other code (same config, data, device otherwise) instead of rerunning them."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or tables."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write the report tables into <out>/report/."),
 ) -> None:
-    """Train, evaluate and profile the grid methods x datasets x seeds; store and report results."""
+    """Train, evaluate and profile the grid methods x datasets x seeds; store and report results.
+
+    Each run is claimed before it trains, so several `run` processes may share one --out."""
+    from .interrupts import RunInterrupted
     from .reports.summary import summarize, summary_table
-    from .runner import UsageError, plan_grid, run_grid
+    from .runner import run_grid
     from .store import ResultsStore
 
-    seed_list = _seeds(seeds)
     _check_out_dir(out, "--out")
-    sets = list(set_) + (["run.channels_last=true"] if channels_last else []) + (
-        ["run.compile=true"] if compile_ else []) + ([f"run.grad_clip={grad_clip}"] if grad_clip is not None else [])
-    try:
-        plan = plan_grid(methods, dataset, seed_list, preset, sets, data_root, device, precision, experiment)
-    except UsageError as exc:
-        raise _usage(str(exc)) from None
+    plan = _plan(methods, dataset, data_root, preset, seeds, set_, device, precision, channels_last, compile_,
+                 grad_clip, experiment)
     store_path = store or out / "results.sqlite"
     if store_path.exists():
         try:
@@ -102,10 +134,18 @@ def run(
         console.print(f"{len(plan.specs)} run(s); preset {plan.preset.name}; experiment {spec0.experiment}; "
                       f"device {spec0.device} "
                       f"({spec0.precision}); out {out}; store {store_path}", markup=False, soft_wrap=True)
-    outcomes = run_grid(plan, out, store_path, force=force, quiet=quiet, log=log, reuse_results=reuse_results)
+    try:
+        outcomes = run_grid(plan, out, store_path, force=force, quiet=quiet, log=log, reuse_results=reuse_results)
+    except RunInterrupted as exc:
+        raise _interrupted(exc) from None
     failed = [o for o in outcomes if o.status == "failed"]
-    with ResultsStore(store_path) as st:
-        frame = summarize(st, [o.run_id for o in outcomes if o.status in ("done", "skipped") and o.run_id])
+    unindexed = [o for o in outcomes if o.store_error]
+    try:
+        with ResultsStore(store_path) as st:
+            frame = summarize(st, [o.run_id for o in outcomes if o.status in ("done", "skipped") and o.run_id])
+    except Exception as exc:  # noqa: BLE001 - the results are in the run folders
+        err_console.print(f"error: cannot read the store {store_path}: {exc}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
     if not quiet and not frame.empty:
         console.print(summary_table(frame))
     report_ok = True
@@ -115,7 +155,122 @@ def run(
     for o in failed:
         err_console.print(f"failed: {o.spec.method} {o.spec.dataset} seed {o.spec.seed}: {o.error} "
                           f"(see {o.run_dir}/error.txt)", markup=False, highlight=False)
-    if failed or not report_ok:
+    for o in unindexed:
+        err_console.print(f"not in the store: {o.spec.method} {o.spec.dataset} seed {o.spec.seed}: {o.store_error}; "
+                          f"the result is in {o.run_dir}/result.json: run mrseg-bench collect --out {out}",
+                          markup=False, highlight=False)
+    if failed or unindexed or not report_ok:
+        raise typer.Exit(1)
+
+
+@app.command("plan")
+def plan_cmd(
+    methods: str = _OPT_METHODS,
+    dataset: str = _OPT_DATASET,
+    data_root: Path | None = _OPT_DATA_ROOT,
+    preset: str = _OPT_PRESET,
+    seeds: str = _OPT_SEEDS,
+    set_: list[str] = _OPT_SET,
+    device: str | None = _OPT_DEVICE,
+    precision: str | None = _OPT_PRECISION,
+    channels_last: bool = _OPT_CHANNELS_LAST,
+    compile_: bool = _OPT_COMPILE,
+    grad_clip: float | None = _OPT_GRAD_CLIP,
+    out: Path = _OPT_OUT,
+    experiment: str | None = _OPT_EXPERIMENT,
+    as_json: bool = typer.Option(False, "--json", help="Print the run specs as a JSON list (input of run-one)."),
+) -> None:
+    """Validate the grid and list its runs (hash, method, dataset, seed, run folder); writes nothing."""
+    import json
+
+    from .spec import spec_to_json
+
+    plan = _plan(methods, dataset, data_root, preset, seeds, set_, device, precision, channels_last, compile_,
+                 grad_clip, experiment)
+    specs = [spec_to_json(s) for s in plan.specs]
+    if as_json:
+        sys.stdout.write(json.dumps(specs, indent=1, sort_keys=True) + "\n")
+        return
+    for s in specs:
+        console.print(f"{s['config_hash'][:8]}  {s['method']}  {s['dataset']}  seed {s['seed']}  "
+                      f"{out / s['run_dir']}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("run-one")
+def run_one_cmd(
+    spec: str = typer.Option(..., "--spec", help="A spec JSON file (one item of plan --json, or the list with --index), or - for stdin."),
+    index: int | None = typer.Option(None, "--index", help="Pick item INDEX when the file holds plan --json's list."),
+    out: Path = _OPT_OUT,
+    store: Path | None = typer.Option(None, "--store", help="Also index the result in this store (default: none; run collect later)."),
+    force: bool = typer.Option(False, "--force", help="Rerun even if the run is done (swapped in only on success)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Run one run spec (claimed; result.json in its folder). Exit 0 done/skipped, 1 failed."""
+    import json
+
+    from .interrupts import RunInterrupted
+    from .runner import UsageError
+    from .spec import execute_spec
+
+    where = "stdin" if spec == "-" else spec
+    try:
+        text = sys.stdin.read() if spec == "-" else Path(spec).read_text(encoding="utf-8")
+        data = json.loads(text)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise _usage(f"--spec {where}: cannot be read as JSON ({type(exc).__name__}: {exc})") from None
+    if isinstance(data, list):
+        if index is None and len(data) != 1:
+            raise _usage(f"--spec {where}: holds {len(data)} specs; pick one with --index 0..{len(data) - 1}")
+        i = 0 if index is None else index
+        if not 0 <= i < len(data):
+            raise _usage(f"--index {i}: --spec {where} holds {len(data)} specs (0..{len(data) - 1})")
+        data = data[i]
+    elif index not in (None, 0):
+        raise _usage(f"--index {index}: --spec {where} holds one spec")
+    log = (lambda s: None) if quiet else (lambda s: console.print(s, markup=False, highlight=False, soft_wrap=True))
+    try:
+        outcome = execute_spec(data, out, force=force, quiet=quiet, log=log)
+    except UsageError as exc:
+        raise _usage(f"--spec {where}: {exc}") from None
+    except RunInterrupted as exc:
+        raise _interrupted(exc) from None
+    if store is not None and outcome.result is not None:
+        from .collect import index_result
+        from .store import ResultsStore
+
+        try:
+            with ResultsStore(store) as st:
+                index_result(st, outcome.result)
+        except Exception as exc:  # noqa: BLE001 - the result stays in its folder
+            err_console.print(f"not in the store: {exc}; the result is in {outcome.run_dir}/result.json: "
+                              f"run mrseg-bench collect --out {out}", markup=False, highlight=False)
+            raise typer.Exit(1) from None
+    if outcome.status == "failed":
+        err_console.print(f"failed: {outcome.spec.method} {outcome.spec.dataset} seed {outcome.spec.seed}: "
+                          f"{outcome.error} (see {outcome.run_dir}/error.txt)", markup=False, highlight=False)
+        raise typer.Exit(1)
+
+
+@app.command()
+def collect(
+    out: Path = typer.Option(Path("runs"), "--out", "-o", help="Experiment folder root to read."),
+    store: Path | None = typer.Option(None, "--store", help="Results store to (re)build (default <out>/results.sqlite)."),
+) -> None:
+    """Rebuild the results store from the run folders' result.json files (idempotent)."""
+    from .collect import collect as collect_runs
+
+    store_path = store or out / "results.sqlite"
+    if not out.is_dir():
+        raise _usage(f"--out {out}: no such folder")
+    try:
+        rep = collect_runs(out, store_path)
+    except ValueError as exc:
+        raise _usage(str(exc)) from None
+    for line in rep.errors:
+        err_console.print(f"skipped: {line}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"collected {rep.runs} run(s) ({rep.done} done, {rep.failed} failed) from {out} into {store_path}",
+                  markup=False, highlight=False, soft_wrap=True)
+    if rep.errors:
         raise typer.Exit(1)
 
 

@@ -2,13 +2,18 @@
 train -> evaluate -> profile -> store.
 
 Experiment folders are predictable, nnU-Net style:
-``<out>/<dataset>/<method>/<experiment>_seed<k>_<hash8>/`` holding config.json, split.json,
-checkpoints/, train_log.jsonl, metrics.csv (and error.txt for a failed run); ``<experiment>`` is
-``identity.experiment_slug`` of the experiment name (a user preset's path becomes
-``<stem>-<hash6>``). The config hash is the sha256 of the canonical JSON of (method, method
-config, dataset, dataset options, data fingerprint, run config incl. protocol and convention,
-device type, precision, seed, preset, experiment, code identity); see ``mrseg_bench.identity``.
-A run already ``done`` in the store with the same hash is skipped unless ``force``; with
+``<out>/<dataset>/<method>/<experiment>_seed<k>_<hash8>/`` (``run_folder``: config.json, split.json,
+checkpoints/, train_log.jsonl, metrics.csv, error.txt for a failed run, and result.json, the
+record); ``<experiment>`` is ``identity.experiment_slug`` of the experiment name (a user preset's
+path becomes ``<stem>-<hash6>``). The config hash is the sha256 of the canonical JSON of (method,
+method config, dataset, dataset options, data fingerprint, run config incl. protocol and
+convention, device type, precision, seed, preset, experiment, code identity); see
+``mrseg_bench.identity``.
+
+``run_grid`` is the local executor: each spec goes through its JSON form (``spec``) to
+``worker.execute`` (claim, train, result.json), exactly as a Ray task or Slurm job would run it,
+and this process, the submitting one, indexes each result in the store. A run already ``done``
+(in its folder or the store) with the same hash is skipped unless ``force``; with
 ``reuse_results`` a done run whose config differs only in the code identity is skipped too. An
 interrupted run resumes from its checkpoints. One failing run is recorded as failed and the grid
 goes on.
@@ -16,19 +21,14 @@ goes on.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import fnmatch
 import hashlib
 import json
 import os
 import platform
-import shutil
 import socket
 import subprocess
-import time
-import traceback
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -37,14 +37,12 @@ from typing import Any
 
 import torch
 
-from . import __version__, identity
+from . import identity
 from .config import apply_overrides
 from .engine.data import limit, make_batches, prepare
-from .engine.device import reset_peak_memory, resolve_device, resolve_precision, seed_everything
-from .engine.evaluate import evaluate, metric_suite
-from .engine.profile import profile_method
+from .engine.device import resolve_device, resolve_precision
+from .engine.evaluate import metric_suite
 from .engine.run_config import RunConfig
-from .engine.train import train
 from .method import Method
 from .presets import Preset, load_preset
 from .registry import DATASETS, METHODS, RegistryError
@@ -52,7 +50,7 @@ from .store import ResultsStore
 
 # run-config fields that do not change results (left out of the config hash)
 _HASH_EXCLUDE = {"device", "precision", "num_workers", "num_threads", "checkpoint_every", "profile", "profile_warmup", "profile_steps",
-                 "latency_repeats"}
+                 "latency_repeats", "checkpoint_interval_s", "keep_last", "claim_heartbeat_s", "claim_stale_s"}
 
 
 class UsageError(ValueError):
@@ -77,6 +75,7 @@ class RunSpec:
     data_fingerprint: str = ""  # identity.data_fingerprint of the dataset
     code: dict[str, Any] = field(default_factory=dict)  # identity.code_identity()
     reuse_hash: str = ""  # identity.reuse_hash(config): the config hash without the code identity
+    data_root: str | None = None
 
     def run_dir(self, out: Path) -> Path:
         name = identity.experiment_slug(self.experiment or self.preset)
@@ -98,6 +97,15 @@ class Outcome:
     run_id: str | None = None
     error: str | None = None
     run_dir: Path | None = None
+    note: str | None = None  # why skipped: "done", "claimed by ...", "claim lost"
+    result: dict[str, Any] | None = None  # what result.json holds (done/failed)
+    store_error: str | None = None  # the store could not index the result (it stays in the folder)
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-able outcome (``spec.run_spec``'s return value)."""
+        return {"status": self.status, "run_id": self.run_id, "error": self.error, "note": self.note,
+                "run_dir": None if self.run_dir is None else str(self.run_dir), "method": self.spec.method,
+                "dataset": self.spec.dataset, "seed": self.spec.seed, "config_hash": self.spec.config_hash}
 
 
 def _jsonable(x: Any) -> Any:
@@ -306,7 +314,8 @@ def plan_grid(methods: str, datasets: str = "synthetic", seeds: Sequence[int] = 
                 spec = RunSpec(m, d, int(seed), preset_obj.name, objs[m], ds_opts[d], run_cfg, dev, prec,
                                config=config, config_hash=config_hash(config), experiment=experiment_name,
                                overrides={**overrides[m], **ds_diff}, data_fingerprint=fingerprints[d],
-                               code=code, reuse_hash=identity.reuse_hash(config))
+                               code=code, reuse_hash=identity.reuse_hash(config),
+                               data_root=None if data_root is None else str(Path(data_root).expanduser()))
                 specs.append(spec)
     return Plan(specs, built, preset_obj, splits)
 
@@ -371,14 +380,6 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _write_metrics_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=["case_id", "metric", "rater", "value"])
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: r.get(k) for k in ("case_id", "metric", "rater", "value")})
-
-
 def done_run_id(store: ResultsStore, spec: RunSpec, reuse_results: bool = False) -> str | None:
     """The done run that makes ``spec`` a skip: one with the same config hash, or with
     ``reuse_results`` one whose config differs only in the code identity; None: train it."""
@@ -388,103 +389,44 @@ def done_run_id(store: ResultsStore, spec: RunSpec, reuse_results: bool = False)
     return done
 
 
-def run_one(spec: RunSpec, dataset, out: Path, store: ResultsStore, force: bool = False, quiet: bool = True,
-            log: Callable[[str], None] = lambda s: None, split=None, reuse_results: bool = False) -> Outcome:
-    """Train, evaluate, profile and store one run. Exceptions (not KeyboardInterrupt) are recorded
-    as a failed run; a Ctrl-C or a kill leaves the store untouched and the checkpoints to resume."""
-    run_dir = spec.run_dir(out)
-    if not force:
-        done = done_run_id(store, spec, reuse_results)
-        if done is not None:
-            log(f"skip {spec.method} {spec.dataset} seed {spec.seed}: done as {done}")
-            return Outcome(spec, "skipped", done, run_dir=run_dir)
-    if force and run_dir.exists():
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-        (run_dir / "train_log.jsonl").unlink(missing_ok=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "error.txt").unlink(missing_ok=True)
-    cfg, dev = spec.run_cfg, spec.device
-    run_id = f"{spec.config_hash[:8]}-{uuid.uuid4().hex[:8]}"
-    started, t_start = _now(), time.perf_counter()
-    run_row: dict[str, Any] = {
-        "run_id": run_id, "method": spec.method, "dataset": spec.dataset, "seed": spec.seed,
-        "preset": spec.preset, "protocol": cfg.protocol, "config_json": spec.config,
-        "config_hash": spec.config_hash,
-        "capabilities": ",".join(sorted(c.value for c in spec.method_obj.info.capabilities)),
-        "convention": cfg.convention, "n_samples": cfg.n_samples,
-        "git_commit": spec.code.get("git_commit") if spec.code else git_commit(),
-        "package_version": __version__, "env_json": environment(dev), "run_dir": str(run_dir.resolve()),
-        "started_at": started, "experiment": spec.experiment or spec.preset, "overrides_json": spec.overrides,
-        "data_fingerprint": spec.data_fingerprint, "code_json": spec.code,
-    }
-    (run_dir / "config.json").write_text(json.dumps({**spec.config, "config_hash": spec.config_hash}, indent=2,
-                                                    sort_keys=True), encoding="utf-8")
-    try:
-        split = split if split is not None else make_run_split(dataset, cfg)
-        (run_dir / "split.json").write_text(json.dumps(_split_json(split, dataset), indent=1), encoding="utf-8")
-        if cfg.num_threads:
-            torch.set_num_threads(cfg.num_threads)
-        seed_everything(spec.seed)
-        model = spec.method_obj.build(dataset.info).to(dev)
-        if cfg.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        reset_peak_memory(dev)
-        names = [n for n in cfg.metrics.split(",") if n.strip()] or None
-
-        def suite_factory(ns=None):
-            return metric_suite(ns or names, cfg.convention, cfg.threshold, cfg.ged_estimator, cfg.ncc_maps)
-
-        result = train(spec.method_obj, model, dataset, split, cfg, run_dir, spec.seed, dev, spec.precision,
-                       method_name=spec.method, quiet=quiet, suite_factory=suite_factory)
-        t_eval = time.perf_counter()
-        rows = evaluate(spec.method_obj, model, dataset, split.test, cfg.n_samples, dev, cfg.eval_bs,
-                        suite=suite_factory(), precision=spec.precision, image_size=cfg.image_size,
-                        channels_last=cfg.channels_last, max_cases=cfg.max_eval_cases)
-        eval_wall = time.perf_counter() - t_eval
-        if cfg.aggregate == "volume":  # one row per volume: the mean of its slices (datasets/volumes.py)
-            from .datasets.volumes import per_volume_rows, volume_lookup
-
-            rows = per_volume_rows(rows, volume_lookup(dataset))
-        _write_metrics_csv(run_dir / "metrics.csv", rows)
-        if cfg.qualitative_cases:
-            save_qualitative_cases(spec.method_obj, model, dataset, split, cfg, dev, run_dir)
-        prof: list[dict[str, Any]] = []
-        if cfg.profile:
-            idx = limit(list(split.test) or list(split.train), cfg.eval_bs)
-            batch = prepare(next(iter(make_batches(dataset, idx, cfg.eval_bs, False, 0))), dev, cfg.image_size,
-                            cfg.channels_last)
-            prof = profile_method(spec.method_obj, model, batch, dev, cfg.n_samples, spec.precision,
-                                  cfg.profile_warmup, cfg.profile_steps, cfg.latency_repeats)
-        prof += [{"name": f"wall_s_{s}", "value": w, "unit": "s"} for s, w in result.stage_wall_s.items()]
-        prof.append({"name": "eval_wall_s", "value": eval_wall, "unit": "s"})
-        run_row.update(status="done", finished_at=_now(), wall_s=time.perf_counter() - t_start)
-        store.write_run(run_row, rows, prof)
-        log(f"done {spec.method} {spec.dataset} seed {spec.seed} -> {run_dir}")
-        return Outcome(spec, "done", run_id, run_dir=run_dir)
-    except Exception as exc:  # noqa: BLE001 - one failing run must not stop the grid
-        err = f"{type(exc).__name__}: {exc}"
-        (run_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
-        if dev.type == "cuda":
-            torch.cuda.empty_cache()
-        run_row.update(status="failed", error=err, finished_at=_now(), wall_s=time.perf_counter() - t_start)
-        store.write_run(run_row, [], [])
-        log(f"FAILED {spec.method} {spec.dataset} seed {spec.seed}: {err}")
-        return Outcome(spec, "failed", run_id, err, run_dir)
-
-
 def run_grid(plan: Plan, out: str | Path = "runs", store_path: str | Path = "runs/results.sqlite",
              force: bool = False, quiet: bool = True, log: Callable[[str], None] = lambda s: None,
              reuse_results: bool = False) -> list[Outcome]:
-    """Run every spec of ``plan`` in order; returns one Outcome per spec. ``reuse_results``:
-    skip a run done before on other code (same config otherwise) instead of training it again."""
+    """The local executor: run every spec of ``plan`` in order, each claimed, and index each
+    result in the store as it ends; returns one Outcome per spec. ``reuse_results``: skip a run
+    done before on other code (same config otherwise) instead of training it again. SIGINT/SIGTERM: the running
+    run writes its ``last`` checkpoint and ``interrupts.RunInterrupted`` is raised."""
+    from .collect import index_result
+    from .interrupts import RunInterrupted, catch_signals
+    from .spec import execute_spec, spec_to_json
+
     out = Path(out)
-    store = ResultsStore(store_path)
-    try:
-        return [run_one(s, plan.datasets[s.dataset], out, store, force, quiet, log, plan.splits.get(s.dataset),
-                        reuse_results=reuse_results)
-                for s in plan.specs]
-    finally:
-        store.close()
+    outcomes: list[Outcome] = []
+    with catch_signals() as flag, ResultsStore(store_path) as store:
+        for spec in plan.specs:
+            if flag.signum is not None:
+                raise RunInterrupted(f"the grid before {spec.method} {spec.dataset} seed {spec.seed}",
+                                     spec.run_dir(out), None, flag.exit_code)
+            try:
+                done = None if force else done_run_id(store, spec, reuse_results)
+            except Exception as exc:  # noqa: BLE001 - the run folder still says whether it is done
+                log(f"warning: the store {store_path} cannot be read ({type(exc).__name__}: {exc})")
+                done = None
+            if done is not None:
+                log(f"skip {spec.method} {spec.dataset} seed {spec.seed}: done as {done}")
+                outcomes.append(Outcome(spec, "skipped", done, run_dir=spec.run_dir(out), note="done"))
+                continue
+            o = execute_spec(spec_to_json(spec), out, force=force, quiet=quiet, log=log,
+                             dataset=plan.datasets[spec.dataset], split=plan.splits.get(spec.dataset), stop=flag)
+            if o.result is not None:  # done or failed here, or done by another worker: index it
+                try:
+                    index_result(store, o.result)
+                except Exception as exc:  # noqa: BLE001 - the result stays in its folder; collect recovers it
+                    o.store_error = f"{type(exc).__name__}: {exc}"
+                    log(f"warning: {spec.method} {spec.dataset} seed {spec.seed}: the store could not index the "
+                        f"result ({o.store_error}); it is kept in {o.run_dir}/result.json; run mrseg-bench collect")
+            outcomes.append(o)
+    return outcomes
 
 
 # -- summary ------------------------------------------------------------------------------------

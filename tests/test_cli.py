@@ -4,6 +4,7 @@ resumes and ends identical to a straight run; report/check delegate to the repor
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -29,6 +30,7 @@ val_n_samples = 2
 profile_steps = 1
 latency_repeats = 2
 device = "cpu"
+checkpoint_interval_s = 0
 [dataset.toyset]
 num_cases = 16
 [method."toy*"]
@@ -137,7 +139,7 @@ def test_missing_data_root_of_a_real_dataset_exits_2(toy_env):
 
 def test_help_texts():
     runner = CliRunner()
-    for cmd in ("run", "list", "profile", "report", "check"):
+    for cmd in ("run", "list", "profile", "report", "check", "plan", "run-one", "collect"):
         res = runner.invoke(app, [cmd, "--help"])
         assert res.exit_code == 0 and "Usage" in res.output, cmd
 
@@ -200,13 +202,14 @@ def _plugin_site(tmp: Path) -> Path:
     return site
 
 
-def _cli(tmp: Path, site: Path, *args: str, env_extra: dict | None = None) -> subprocess.Popen:
-    # keep the code under test first (a worktree on PYTHONPATH): the run identity includes the code
-    path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
-    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+def _cli(tmp: Path, site: Path, *args: str, env_extra: dict | None = None, quiet: bool = True) -> subprocess.Popen:
+    # this checkout first (not whatever mrseg_bench the interpreter has installed; the run identity
+    # includes the code), then the plugin
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(site)]), "OMP_NUM_THREADS": "1",
+           **(env_extra or {})}
     env.pop("MRSEG_TOY_FAIL", None)
     cmd = [sys.executable, "-m", "mrseg_bench.cli", "run", "--methods", "toy", "--dataset", "toyset",
-           "--preset", str(tmp / "toy.toml"), "--quiet", "--no-report", *args]
+           "--preset", str(tmp / "toy.toml"), *(["--quiet"] if quiet else []), "--no-report", *args]
     return subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -240,11 +243,24 @@ def test_plugin_sigkill_resume_and_two_processes_sharing_a_store(tmp_path):
         assert st.runs().empty  # the killed run left nothing in the store
     assert len(list((tmp_path / "b").rglob("stage1_last.pt"))) == 1  # epoch 0 was saved
     assert not list((tmp_path / "b").rglob("stage2_last.pt"))
+    # the killed worker's claim stays; say it ran on another machine (its pid cannot be checked)
+    claim = next((tmp_path / "b").rglob("*.claim"))
+    owner = json.loads(claim.read_text())
+    claim.write_text(json.dumps({**owner, "host": "elsewhere", "boot_id": "other"}))
+    busy = _cli(tmp_path, site, "--out", str(tmp_path / "b"), "--store", str(tmp_path / "b.sqlite"), quiet=False)
+    text = busy.communicate(timeout=240)[0]
+    assert busy.returncode == 0 and "skip toy toyset seed 0: claimed by elsewhere pid" in " ".join(text.split()), text
+    old = time.time() - 5
+    os.utime(claim, (old, old))  # no heartbeat for 5 s: stale under a 2 s timeout
+    stale = ["--set", "run.claim_stale_s=2", "--set", "run.claim_heartbeat_s=1"]
     # resume seed 0 while another process writes seed 1 to the same store
-    procs = [_cli(tmp_path, site, "--seeds", seed, "--out", str(tmp_path / "b"), "--store", str(tmp_path / "b.sqlite"))
-             for seed in ("0", "1")]
+    procs = [_cli(tmp_path, site, "--seeds", seed, "--out", str(tmp_path / "b"), "--store", str(tmp_path / "b.sqlite"),
+                  *stale, quiet=False) for seed in ("0", "1")]
     outs = [p.communicate(timeout=240)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
+    assert "took over toy toyset seed 0 from a stale claim (claimed by elsewhere" in " ".join(outs[0].split())
+    log = [json.loads(x) for x in next((tmp_path / "b").rglob("toy_seed0_*/train_log.jsonl")).read_text().splitlines()]
+    assert [(r["stage"], r["epoch"]) for r in log] == [("stage1", 0), ("stage1", 1), ("stage2", 0)]  # resumed
     with ResultsStore(tmp_path / "a.sqlite") as a, ResultsStore(tmp_path / "b.sqlite") as b:
         rb = b.runs()
         assert sorted(rb["seed"]) == [0, 1] and set(rb["status"]) == {"done"} and set(rb["method"]) == {"toy"}
@@ -262,3 +278,24 @@ def test_plugin_sigkill_resume_and_two_processes_sharing_a_store(tmp_path):
     wa = torch.load(next((tmp_path / "a").rglob("stage2_best.pt")), weights_only=False)["model"]
     wb = torch.load(next((tmp_path / "b").rglob("toy-*_seed0_*/checkpoints/stage2_best.pt")), weights_only=False)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.slow
+def test_two_run_processes_on_one_out_train_each_run_exactly_once(tmp_path):
+    """Started at once on the same --out and store, two identical commands share the grid through
+    claims: every run is trained by one of them, none twice, and both exit 0."""
+    site = _plugin_site(tmp_path)
+    args = ["--methods", "toy,toy.flat", "--seeds", "0,1", "--out", str(tmp_path / "runs")]
+    procs = [_cli(tmp_path, site, *args, quiet=False) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    done = [ln.split(" -> ")[0] for o in outs for ln in o.splitlines() if ln.startswith("done ")]
+    assert sorted(done) == sorted(f"done {m} toyset seed {s}" for m in ("toy", "toy.flat") for s in (0, 1)), outs
+    for log in (tmp_path / "runs").rglob("train_log.jsonl"):
+        keys = [(r["stage"], r["epoch"]) for r in map(json.loads, log.read_text().splitlines())]
+        assert len(keys) == len(set(keys)), log  # no epoch trained (logged) twice
+    with ResultsStore(tmp_path / "runs" / "results.sqlite") as st:
+        runs = st.runs()
+        assert len(runs) == 4 and set(runs["status"]) == {"done"} and runs["config_hash"].nunique() == 4
+    leftovers = [p for p in (tmp_path / "runs").rglob("*") if p.name.endswith((".tmp", ".claim", ".force"))]
+    assert not leftovers

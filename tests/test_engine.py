@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import pytest
@@ -92,14 +93,10 @@ def test_resume_after_crash_equals_straight_run(tmp_path, every, crashes):
         for k, v in straight.items():
             assert torch.equal(v, model.state_dict()[k]), (crash_at, k)
         log = (run / "train_log.jsonl").read_text().splitlines()
-        # epochs replayed after the last checkpoint are logged twice, with identical values
-        strip = {(r["stage"], r["epoch"]): {k: v for k, v in r.items() if k not in ("wall_s", "images_per_s")}
-                 for r in map(json.loads, log)}
-        want = {(r["stage"], r["epoch"]): {k: v for k, v in r.items() if k not in ("wall_s", "images_per_s")}
-                for r in map(json.loads, straight_log)}
-        assert strip == want
-        replayed = [json.loads(x) for x in log if json.loads(x)["stage"] == crash_at[0]]
-        assert len(replayed) == len({(r["stage"], r["epoch"]) for r in replayed}) + (crash_at[1] - saved)
+        # the log was cut back to the checkpoint: each epoch once, with the straight run's values
+        strip = [{k: v for k, v in r.items() if k not in ("wall_s", "images_per_s")} for r in map(json.loads, log)]
+        want = [{k: v for k, v in r.items() if k not in ("wall_s", "images_per_s")} for r in map(json.loads, straight_log)]
+        assert strip == want, crash_at
 
 
 def test_completed_run_is_not_retrained(tmp_path):
@@ -213,3 +210,118 @@ def test_precision_memory_format_and_resize_paths(tmp_path, opts):
     rows = evaluate(method, model, ds, SPLIT.test, 2, CPU, 4, precision=precision, image_size=cfg.image_size,
                     channels_last=cfg.channels_last)
     assert rows and all(0 <= r["value"] <= 1 for r in rows if r["metric"] == "dice_soft")
+
+
+# -- checkpoints that do not drown the disk, stop requests, untrusted files (issues 11, 12) -------
+def _log_rows(run):
+    return [{k: v for k, v in json.loads(x).items() if k not in ("wall_s", "images_per_s")}
+            for x in (run / "train_log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("stop_at", [("stage1", 1, 1), ("stage1", 0, 2), ("stage2", 1, 0)])
+def test_stop_request_writes_last_mid_epoch_and_resume_equals_straight(tmp_path, stop_at):
+    from mrseg_bench.engine.train import TrainingStopped
+
+    cfg = RunConfig(batch_size=4, val_n_samples=2, checkpoint_interval_s=1e9)  # no save by time
+    tc = ToyConfig(epochs=3, stage2_epochs=2)
+    method, model, ds = _fresh(tc)
+    train(method, model, ds, SPLIT, cfg, tmp_path / "straight", seed=5, device=CPU)
+    straight = _state(model)
+    flag = {"stop": False}
+
+    def hook(stage, epoch, step):
+        flag["stop"] = flag["stop"] or (stage, epoch, step) == stop_at
+
+    run = tmp_path / "stopped"
+    method, model, ds = _fresh(tc)
+    with pytest.raises(TrainingStopped) as info:
+        train(method, model, ds, SPLIT, cfg, run, seed=5, device=CPU, on_step=hook,
+              stop=lambda: "interrupt" if flag["stop"] else None)
+    assert info.value.reason == "interrupt" and info.value.checkpoint == checkpoint_path(run, stop_at[0], "last")
+    saved = torch.load(info.value.checkpoint, weights_only=True)
+    if stop_at[2] == 2:  # a stop after an epoch's last step is taken at the epoch's end
+        assert saved["epoch"] == stop_at[1] + 1 and saved["partial"] is None
+    else:
+        assert (saved["epoch"], saved["partial"]["step"]) == (stop_at[1], stop_at[2] + 1)
+    method, model, ds = _fresh(tc, seed=3)
+    torch.manual_seed(999)
+    train(method, model, ds, SPLIT, cfg, run, seed=5, device=CPU)
+    for k, v in straight.items():
+        assert torch.equal(v, model.state_dict()[k]), (stop_at, k)
+    assert _log_rows(run) == _log_rows(tmp_path / "straight")
+
+
+def test_claim_lost_stops_without_writing(tmp_path):
+    from mrseg_bench.engine.train import TrainingStopped
+
+    method, model, ds = _fresh()
+    with pytest.raises(TrainingStopped) as info:
+        train(method, model, ds, SPLIT, RunConfig(batch_size=4, checkpoint_interval_s=1e9), tmp_path, seed=0,
+              device=CPU, stop=lambda: "claim lost")
+    assert info.value.checkpoint is None and not (tmp_path / "checkpoints").exists()
+
+
+def test_last_is_written_by_time_and_at_stage_end_only(tmp_path, monkeypatch):
+    tr = importlib.import_module("mrseg_bench.engine.train")
+
+    saves = []
+    real = tr._atomic_save
+    monkeypatch.setattr(tr, "_atomic_save", lambda obj, path: saves.append(path.name) or real(obj, path))
+    method, model, ds = _fresh(ToyConfig(epochs=4, stage2_epochs=2))
+    train(method, model, ds, SPLIT, RunConfig(batch_size=4), tmp_path / "a", seed=0, device=CPU)
+    # default interval 600 s: one best + one last per stage, at its end; nothing per epoch
+    assert saves == ["stage1_best.pt", "stage1_last.pt", "stage2_best.pt", "stage2_last.pt"]
+    saves.clear()
+    method, model, ds = _fresh(ToyConfig(epochs=4, stage2_epochs=2))
+    train(method, model, ds, SPLIT, RunConfig(batch_size=4, checkpoint_interval_s=0), tmp_path / "b", seed=0,
+          device=CPU)
+    assert saves.count("stage1_last.pt") == 4 and saves.count("stage2_last.pt") == 2
+    assert saves.count("stage1_best.pt") <= 4
+
+
+def test_checkpoints_load_weights_only_and_best_holds_weights_only(tmp_path):
+    method, model, ds = _fresh()
+    train(method, model, ds, SPLIT, CFG, tmp_path, seed=0, device=CPU)
+    for stage in ("stage1", "stage2"):
+        best = torch.load(checkpoint_path(tmp_path, stage, "best"), weights_only=True)
+        assert set(best) == {"stage", "epoch", "model", "score"}
+        last = torch.load(checkpoint_path(tmp_path, stage, "last"), weights_only=True)
+        assert "optimizer" not in last and torch.is_tensor(last["rng"]["python"]["state"])
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_corrupt_or_malicious_last_fails_naming_the_file_and_force(tmp_path):
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    import os
+
+    last = checkpoint_path(tmp_path, "stage1", "last")
+    last.parent.mkdir(parents=True)
+    for payload in (b"\x80\x04truncated", pickle.dumps({"stage": "stage1", "x": Evil()})):
+        last.write_bytes(payload)
+        method, model, ds = _fresh()
+        with pytest.raises(ValueError, match=r"checkpoint .*stage1_last\.pt: cannot be read.*--force"):
+            train(method, model, ds, SPLIT, CFG, tmp_path, seed=0, device=CPU)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_a_failed_save_leaves_no_temp_file(tmp_path, monkeypatch):
+    import errno
+
+    tr = importlib.import_module("mrseg_bench.engine.train")
+
+    def full(obj, f):
+        with open(f, "wb") as fh:
+            fh.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tr.torch, "save", full)
+    method, model, ds = _fresh()
+    with pytest.raises(OSError, match="No space left"):
+        train(method, model, ds, SPLIT, CFG, tmp_path, seed=0, device=CPU)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "train_log.jsonl"]

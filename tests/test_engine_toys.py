@@ -4,7 +4,8 @@ the entry-point group, as a third-party plugin), plus tests of the engine's devi
 ``register()`` adds dataset ``toyset`` and methods ``toy`` (diverse + personalised, two stages)
 and ``toy.flat`` (consensus, one stage); ``unregister()`` removes them.
 Env hooks for tests: ``MRSEG_TOY_HANG_AFTER=n`` + ``MRSEG_TOY_MARKER=path``: the n-th training
-step writes the marker and sleeps (to be killed); ``MRSEG_TOY_FAIL=1``: every step raises.
+step writes the marker and sleeps (to be killed); ``MRSEG_TOY_FAIL=1``: every step raises;
+``MRSEG_TOY_SIGNAL_AFTER=n``: the n-th training step sends SIGTERM to its own process.
 """
 
 from __future__ import annotations
@@ -109,6 +110,8 @@ class Toy(Method):
             with open(os.environ["MRSEG_TOY_MARKER"], "w") as fh:
                 fh.write("hanging")
             time.sleep(600)
+        if int(os.environ.get("MRSEG_TOY_SIGNAL_AFTER", "0")) == self.calls:
+            os.kill(os.getpid(), __import__("signal").SIGTERM)
         if os.environ.get("MRSEG_TOY_FAIL"):
             raise RuntimeError("toy failure injected")
         f = model.trunk(batch.image)

@@ -101,9 +101,12 @@ def test_grid_end_to_end_skip_force_and_failure(toy_preset, tmp_path, monkeypatc
     run_dir = out / "toyset" / "toy" / f"{experiment_slug(toy_preset)}_seed0_{spec.config_hash[:8]}"
     assert run_dir.name.startswith("toy-")
     assert res[0].run_dir == run_dir
-    for f in ("config.json", "split.json", "train_log.jsonl", "metrics.csv",
-              "checkpoints/stage1_best.pt", "checkpoints/stage2_last.pt"):
+    for f in ("config.json", "split.json", "train_log.jsonl", "metrics.csv", "result.json",
+              "checkpoints/stage1_best.pt", "checkpoints/stage2_best.pt"):
         assert (run_dir / f).is_file(), f
+    # `last` is only for resuming: deleted once the run is done (run.keep_last keeps it)
+    assert not list(run_dir.glob("checkpoints/*_last.pt")) and not list(out.rglob("*.tmp"))
+    assert not list(out.rglob("*.claim"))  # claims are released
     assert json.loads((run_dir / "config.json").read_text())["config_hash"] == spec.config_hash
     split = json.loads((run_dir / "split.json").read_text())
     assert split["test"] and split["train"]

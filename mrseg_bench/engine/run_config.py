@@ -44,7 +44,11 @@ class RunConfig:
     compile: bool = False
     grad_clip: float = 0.0  # 0: off; else max global grad norm
     val_every: int = 1
-    checkpoint_every: int = 1  # epochs between resumable `last` checkpoints (0: stage end only)
+    checkpoint_every: int = 0  # also write `last` every N epochs (0: only by time, at stage end, on a signal)
+    checkpoint_interval_s: float = 600.0  # seconds between resumable `last` checkpoints (0: every epoch)
+    keep_last: bool = False  # keep the `last` checkpoints when the run finishes
+    claim_heartbeat_s: float = 60.0  # the run's claim file is refreshed this often
+    claim_stale_s: float = 600.0  # a claim not refreshed for this long is stale and may be taken over
     profile: bool = True
     qualitative_cases: int = 4  # test cases saved to qualitative.pt for the report (0: none)
     profile_warmup: int = 1
@@ -66,6 +70,9 @@ class RunConfig:
             "grad_clip": self.grad_clip >= 0,
             "val_every": self.val_every >= 1,
             "checkpoint_every": self.checkpoint_every >= 0,
+            "checkpoint_interval_s": self.checkpoint_interval_s >= 0,
+            "claim_heartbeat_s": self.claim_heartbeat_s > 0,
+            "claim_stale_s": self.claim_stale_s > self.claim_heartbeat_s,
             "profile_steps": self.profile_steps >= 1,
             "latency_repeats": self.latency_repeats >= 1,
             "ged_estimator": self.ged_estimator in ("all_pairs", "distinct"),

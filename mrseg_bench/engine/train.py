@@ -5,19 +5,31 @@ group, weight_decay) and the stage's lr schedule (``engine.optim``: cosine by de
 per epoch; plateau stepped on the validation score); per epoch ``train_mode``, batches in an order
 that is a pure function of (seed, stage, epoch), optional augmentation, ``training_step(...)
 ["loss"]``, backward, optional gradient clipping, step; then validation on the VALIDATION split
-(the stage's ``monitor``: "loss" or a metric name) and checkpoints
-``<run_dir>/checkpoints/<stage>_last.pt`` (model, optimiser, scheduler, RNG states, epoch, best;
-every ``checkpoint_every`` epochs and at the stage's end, where the optimiser state is dropped)
-and ``<stage>_best.pt``. Stage k+1 starts from stage k's best. An interrupted run resumes from
-the last checkpoint and, on CPU with the same seed, ends with the same weights as a straight run
-(a run with no checkpoint yet restarts from the seed: build the model after seeding with it).
+(the stage's ``monitor``: "loss" or a metric name).
+
+Checkpoints (``<run_dir>/checkpoints/``), all loadable with ``torch.load(weights_only=True)``:
+
+- ``<stage>_last.pt`` (model, optimiser, scheduler, RNG states as tensors, epoch, best so far):
+  written when ``cfg.checkpoint_interval_s`` seconds have passed since the last one (0: every
+  epoch), every ``cfg.checkpoint_every`` epochs if set, at the stage's end (without the optimiser)
+  and when ``stop()`` asks (a signal): then mid-epoch, with the step reached, so nothing is lost.
+- ``<stage>_best.pt``: weights only (plus stage, epoch, score), chosen on the validation split.
+  The best weights are kept in memory and written together with ``last``, so the two always agree.
+
+Temp files are per process (``.<name>.<pid>-<random>.tmp``), never shared by two writers. Stage
+k+1 starts from stage k's best. An interrupted run resumes from ``last`` and, on CPU with the same
+seed, ends with the same weights as a straight run; ``train_log.jsonl`` is cut back to the
+checkpoint first, so no epoch is logged twice (a run with no checkpoint restarts from the seed:
+build the model after seeding with it).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +50,17 @@ class NonFiniteLossError(FloatingPointError):
     """A NaN/inf training loss; the message names method, stage, epoch and step."""
 
 
+class TrainingStopped(BaseException):  # noqa: N818 - like KeyboardInterrupt, not an error of the run
+    """Training stopped on request. ``reason``: "interrupt" (a signal: ``checkpoint`` is the
+    ``last`` file just written, to resume from) or "claim lost" (another worker owns the run now:
+    nothing was written)."""
+
+    def __init__(self, reason: str, checkpoint: Path | None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.checkpoint = checkpoint
+
+
 @dataclass
 class TrainResult:
     stage_wall_s: dict[str, float] = field(default_factory=dict)
@@ -51,17 +74,55 @@ def checkpoint_path(run_dir: Path, stage: str, kind: str) -> Path:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
+    """torch.save to a temp file of this process, then rename; the temp file never outlives an error."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".pt.tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _load(path: Path) -> dict[str, Any]:
+    """A checkpoint of ours, loaded without running code (``weights_only=True``)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
-        raise ValueError(f"checkpoint {path}: cannot be read ({type(exc).__name__}: {exc})") from None
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a truncated, foreign or malicious file
+        msg = " ".join(str(exc).split())[:200]
+        raise ValueError(f"checkpoint {path}: cannot be read ({type(exc).__name__}: {msg}); every rerun will "
+                         "fail the same way: delete the file or rerun with --force to train the run again") from None
+
+
+def _cut_log(run_dir: Path, keep: Callable[[dict[str, Any]], bool]) -> None:
+    """Rewrite ``train_log.jsonl`` (atomically) without the records ``keep`` rejects and any
+    unreadable (torn) line: a resumed run logs each epoch once."""
+    path = Path(run_dir) / "train_log.jsonl"
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and keep(rec):
+            kept.append(line)
+    if len(kept) == len(lines):
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text("".join(x + "\n" for x in kept), encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _cpu_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def _better(score: float, best: float | None, mode: str) -> bool:
@@ -96,18 +157,61 @@ def _validate(method: Method, model: nn.Module, stage: Stage, dataset, val_idx, 
     return mean_metric(rows, stage.monitor)
 
 
+def _last_state(stage: Stage, epoch: int, model: nn.Module, opt, sched, best, best_epoch: int, wall: float,
+                partial: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A resumable ``last`` checkpoint; ``opt`` None (a finished stage) leaves out the optimiser."""
+    st = {"stage": stage.name, "epoch": epoch, "model": model.state_dict(), "rng": get_rng_state(),
+          "best_score": best, "best_epoch": best_epoch, "wall_s": wall, "partial": partial}
+    if opt is not None:  # only needed to resume inside the stage
+        st.update(optimizer=opt.state_dict(), scheduler=sched.state_dict())
+    return st
+
+
+class _StageCheckpoints:
+    """``last``/``best`` of one stage: best weights wait in memory until ``last`` is written."""
+
+    def __init__(self, run_dir: Path, stage: Stage, interval_s: float, every: int) -> None:
+        self.stage = stage
+        self.last = checkpoint_path(run_dir, stage.name, "last")
+        self.best = checkpoint_path(run_dir, stage.name, "best")
+        self.interval_s, self.every = interval_s, every
+        self.pending_best: dict[str, Any] | None = None
+        self.saved_at = time.monotonic()
+
+    def improve(self, model: nn.Module, epoch: int, score: float | None) -> None:
+        self.pending_best = {"stage": self.stage.name, "epoch": epoch + 1, "model": _cpu_copy(model), "score": score}
+
+    def due(self, epoch: int) -> bool:
+        """After ``epoch``: the stage ends, or N epochs / the interval have passed."""
+        return (epoch + 1 == self.stage.epochs or bool(self.every and (epoch + 1) % self.every == 0)
+                or time.monotonic() - self.saved_at >= self.interval_s)
+
+    def save(self, state: dict[str, Any]) -> Path:
+        if self.pending_best is not None:  # best first: a crash between the two replays to the same best
+            _atomic_save(self.pending_best, self.best)
+            self.pending_best = None
+        _atomic_save(state, self.last)
+        self.saved_at = time.monotonic()
+        return self.last
+
+
 def train(method: Method, model: nn.Module, dataset, split, cfg: RunConfig, run_dir: str | Path,
           seed: int, device: torch.device, precision: str = "fp32", method_name: str | None = None,
           quiet: bool = True, suite_factory: Callable | None = None,
-          on_step: Callable[[str, int, int], None] | None = None) -> TrainResult:
+          on_step: Callable[[str, int, int], None] | None = None,
+          stop: Callable[[], str | None] | None = None) -> TrainResult:
     """Train ``model`` (already on ``device``) through every stage, resuming where checkpoints
     say; leave it holding the last stage's best weights. ``on_step(stage, epoch, step)`` is a
-    test hook called after each optimiser step."""
+    test hook called after each optimiser step. ``stop()`` is polled after each step and epoch;
+    a reason ("interrupt" writes ``last`` first, "claim lost" writes nothing) raises
+    ``TrainingStopped``."""
     run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     name = method_name or method.info.name
     stages = method.stages()
     if not stages:
         raise ValueError(f"method {name!r}: stages() returned no stage")
+    order = {s.name: i for i, s in enumerate(stages)}
     runnable = torch.compile(model) if cfg.compile else model
     result = TrainResult()
     train_idx = list(split.train)
@@ -123,9 +227,13 @@ def train(method: Method, model: nn.Module, dataset, split, cfg: RunConfig, run_
         progress.start()
     try:
         for k, stage in enumerate(stages):
-            last_p = checkpoint_path(run_dir, stage.name, "last")
-            best_p = checkpoint_path(run_dir, stage.name, "best")
-            state = _load(last_p) if last_p.exists() else None
+            ck = _StageCheckpoints(run_dir, stage, cfg.checkpoint_interval_s, cfg.checkpoint_every)
+            state = _load(ck.last) if ck.last.exists() else None
+            resume_epoch = state["epoch"] if state is not None else 0
+            _cut_log(run_dir, lambda r, k=k, e=resume_epoch, done=resume_epoch >= stage.epochs: (
+                order.get(r.get("stage"), len(stages)) < k
+                or (order.get(r.get("stage")) == k and isinstance(r.get("epoch"), int) and r["epoch"] < e)
+                or (done and order.get(r.get("stage"), -1) > k)))  # later stages cut in their turn
             if state is None and k == 0:  # a fresh run: the RNG stream starts from the seed
                 seed_everything(seed)
             if state is None and k > 0:  # start from the previous stage's best
@@ -134,29 +242,39 @@ def train(method: Method, model: nn.Module, dataset, split, cfg: RunConfig, run_
             opt = build_optimizer(method, model, stage, where=f"method {name!r} stage {stage.name!r}")
             params = [p for group in opt.param_groups for p in group["params"]]
             sched = build_scheduler(opt, stage)
-            start_epoch, best, best_epoch, wall = 0, None, -1, 0.0
+            best, best_epoch, wall = None, -1, 0.0
+            partial: dict[str, Any] = {}  # progress inside the epoch a signal interrupted
             if state is not None:
                 if state.get("stage") != stage.name:
-                    raise ValueError(f"checkpoint {last_p}: belongs to stage {state.get('stage')!r}")
+                    raise ValueError(f"checkpoint {ck.last}: belongs to stage {state.get('stage')!r}")
                 model.load_state_dict(state["model"])
-                if state["epoch"] < stage.epochs:  # a finished stage keeps no optimiser state
+                if "optimizer" in state:  # a finished stage keeps no optimiser state
                     opt.load_state_dict(state["optimizer"])
                     sched.load_state_dict(state["scheduler"])
                 set_rng_state(state["rng"])
-                start_epoch, best, best_epoch = state["epoch"], state["best_score"], state["best_epoch"]
+                best, best_epoch = state["best_score"], state["best_epoch"]
                 wall = state.get("wall_s", 0.0)
+                partial = state.get("partial") or {}
+
             task = None
             if progress is not None:
-                task = progress.add_task(f"{name} {stage.name}", total=stage.epochs, completed=start_epoch, info="")
-            for epoch in range(start_epoch, stage.epochs):
+                task = progress.add_task(f"{name} {stage.name}", total=stage.epochs, completed=resume_epoch, info="")
+            n_steps = math.ceil(len(train_idx) / cfg.batch_size)
+            n_steps = min(n_steps, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else n_steps
+            for epoch in range(resume_epoch, stage.epochs):
                 t0 = time.perf_counter()
+                skip = int(partial.get("step", 0))
+                loss_sum, images, steps = partial.get("loss_sum", 0.0), partial.get("images", 0), partial.get("steps", 0)
+                before = partial.get("seconds", 0.0)  # this epoch's time before the interruption
+                partial = {}
                 method.train_mode(runnable, stage)
                 loader = make_batches(dataset, train_idx, cfg.batch_size, shuffle=True,
                                       seed=epoch_seed(seed, epoch, k), num_workers=cfg.num_workers)
-                loss_sum, images, steps = 0.0, 0, 0
                 for step, batch in enumerate(loader):
                     if cfg.max_steps_per_epoch and step >= cfg.max_steps_per_epoch:
                         break
+                    if step < skip:  # done before the interruption
+                        continue
                     if cfg.augment:
                         batch = augment(batch, epoch_seed(seed, epoch, k) * 7919 + step)
                     batch = prepare(batch, device, cfg.image_size, cfg.channels_last)
@@ -178,9 +296,17 @@ def train(method: Method, model: nn.Module, dataset, split, cfg: RunConfig, run_
                     steps += 1
                     if on_step is not None:
                         on_step(stage.name, epoch, step)
+                    reason = stop() if stop is not None and step + 1 < n_steps else None  # the last: at epoch end
+                    if reason:
+                        saved = None
+                        if reason == "interrupt":
+                            part = {"step": step + 1, "loss_sum": loss_sum, "images": images, "steps": steps,
+                                    "seconds": before + time.perf_counter() - t0}
+                            saved = ck.save(_last_state(stage, epoch, model, opt, sched, best, best_epoch, wall, part))
+                        raise TrainingStopped(reason, saved)
                 step_per_epoch(sched)
                 synchronize(device)
-                train_s = time.perf_counter() - t0
+                train_s = before + time.perf_counter() - t0
                 result.train_images += images
                 result.train_seconds += train_s
                 record: dict[str, Any] = {
@@ -198,26 +324,26 @@ def train(method: Method, model: nn.Module, dataset, split, cfg: RunConfig, run_
                     step_on_validation(sched, score)
                     if _better(score, best, stage.mode):
                         best, best_epoch = score, epoch
-                        _atomic_save({"stage": stage.name, "epoch": epoch + 1, "model": model.state_dict(),
-                                      "score": score}, best_p)
+                        ck.improve(model, epoch, score)
                 elif not val_idx and epoch + 1 == stage.epochs:  # no validation split: best = last
                     best, best_epoch = float("nan"), epoch
-                    _atomic_save({"stage": stage.name, "epoch": epoch + 1, "model": model.state_dict(),
-                                  "score": None}, best_p)
-                wall += time.perf_counter() - t0
-                record["wall_s"] = time.perf_counter() - t0
+                    ck.improve(model, epoch, None)
+                epoch_s = before + time.perf_counter() - t0
+                wall += epoch_s
+                record["wall_s"] = epoch_s
                 _log(run_dir, record)
                 final = epoch + 1 == stage.epochs
-                if final or (cfg.checkpoint_every and (epoch + 1) % cfg.checkpoint_every == 0):
-                    ckpt = {"stage": stage.name, "epoch": epoch + 1, "model": model.state_dict(),
-                            "rng": get_rng_state(), "best_score": best, "best_epoch": best_epoch, "wall_s": wall}
-                    if not final:  # only needed to resume inside the stage
-                        ckpt.update(optimizer=opt.state_dict(), scheduler=sched.state_dict())
-                    _atomic_save(ckpt, last_p)
+                reason = stop() if stop is not None else None
+                saved = None
+                if ck.due(epoch) or reason == "interrupt":
+                    saved = ck.save(_last_state(stage, epoch + 1, model, None if final else opt, sched, best,
+                                                best_epoch, wall))
+                if reason:
+                    raise TrainingStopped(reason, saved)
                 if progress is not None:
                     progress.update(task, advance=1, info=f"loss {record['train_loss']:.4f} "
                                     f"{record['images_per_s'] or 0:.1f} img/s")
-            if not best_p.exists():
+            if not ck.best.exists():
                 raise ValueError(f"method {name!r} stage {stage.name!r}: no best checkpoint (epochs={stage.epochs})")
             result.stage_wall_s[stage.name] = wall
             result.best[stage.name] = {"score": best, "epoch": best_epoch}
