@@ -61,7 +61,7 @@ def spec_from_json(data: Any) -> RunSpec:
             raise UsageError(f"spec: {key!r} is missing or not a {tp.__name__}")
     if data.get("data_root") is not None and not isinstance(data["data_root"], str):
         raise UsageError("spec: 'data_root' must be a string or null")
-    for key in ("method", "dataset", "preset"):  # they become folder names  TODO: paths.check_name (harden)
+    for key in ("method", "dataset"):  # they become folder names (the experiment is slugged)  TODO: paths.check_name (harden)
         v = data[key]
         if not v or v in (".", "..") or "/" in v or "\\" in v or any(ord(c) < 32 for c in v):
             raise UsageError(f"spec: {key} {v!r} is not a valid name (no /, \\, .., control characters)")
@@ -70,8 +70,7 @@ def spec_from_json(data: Any) -> RunSpec:
         raise UsageError("spec: config_hash does not match its config (edited by hand?)")
     identity_parts = {k: data[k] for k in ("experiment", "data_fingerprint", "code") if k in data}
     for key, part in (("method", data["method"]), ("dataset", data["dataset"]), ("seed", data["seed"]),
-                      ("method_config", data["method_config"]), ("dataset_options", data["dataset_options"]),
-                      *identity_parts.items()):
+                      ("method_config", data["method_config"]), *identity_parts.items()):
         if key in config and config[key] != part:
             raise UsageError(f"spec: {key!r} differs from the one in its config (edited by hand?)")
     try:
@@ -80,7 +79,11 @@ def spec_from_json(data: Any) -> RunSpec:
         method_obj = factory(cfg)
         if _jsonable(method_obj.cfg) != data["method_config"]:
             raise UsageError(f"spec: method {data['method']!r} config does not round-trip")
-        DATASETS.get(data["dataset"])
+        from .runner import _canonical_options
+
+        canon = _jsonable(_canonical_options(DATASETS.get(data["dataset"]), dict(data["dataset_options"])))
+        if "dataset_options" in config and config["dataset_options"] != canon:
+            raise UsageError("spec: 'dataset_options' differs from the one in its config (edited by hand?)")
         run_cfg = apply_overrides(RunConfig(), data["run_config"], where="spec run_config")
         device = resolve_device(data["device"])
         precision = resolve_precision(data["precision"], device)

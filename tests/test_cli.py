@@ -259,7 +259,7 @@ def test_plugin_sigkill_resume_and_two_processes_sharing_a_store(tmp_path):
     outs = [p.communicate(timeout=240)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     assert "took over toy toyset seed 0 from a stale claim (claimed by elsewhere" in " ".join(outs[0].split())
-    log = [json.loads(x) for x in next((tmp_path / "b").rglob("toy_seed0_*/train_log.jsonl")).read_text().splitlines()]
+    log = [json.loads(x) for x in next((tmp_path / "b").rglob("toy-*_seed0_*/train_log.jsonl")).read_text().splitlines()]
     assert [(r["stage"], r["epoch"]) for r in log] == [("stage1", 0), ("stage1", 1), ("stage2", 0)]  # resumed
     with ResultsStore(tmp_path / "a.sqlite") as a, ResultsStore(tmp_path / "b.sqlite") as b:
         rb = b.runs()

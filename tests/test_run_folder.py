@@ -216,7 +216,7 @@ def test_spec_json_round_trip_and_tampering(toy_preset):
     for key, value, match in [("method_config", {**data["method_config"], "width": 9}, "differs from the one in its config"),
                               ("config", {**data["config"], "seed": 9}, "config_hash does not match"),
                               ("run_dir", "../../etc", "run_dir"), ("schema", 2, "schema 1"),
-                              ("preset", "../../escape", "not a valid name"),
+                              ("dataset", "../../escape", "not a valid name"),  # the preset is no folder name (experiment slug)
                               ("seed", "0", "'seed' is missing or not a int"),
                               ("run_config", {**data["run_config"], "batch_size": 0}, "batch_size=0")]:
         with pytest.raises(UsageError, match=match):
