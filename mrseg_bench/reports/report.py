@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..paths import check_run_names
 from .aggregate import profile_values, run_means, seed_stats
 from .cells import csv_frame
 from .figures import per_rater_bars, qualitative_grid, throughput_scatter
@@ -66,6 +67,7 @@ def write_report(store_path: Path, out_dir: Path, reference: str = "dpersona",
     results = load_results(store_path)
     if results.runs.empty:
         raise ValueError(f"results store {store_path}: no finished ('done') runs to report")
+    check_run_names(results.runs, str(store_path))  # names become file names under out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     tables = build_tables(results, reference=reference, alpha=alpha)
     written: list[Path] = []
