@@ -78,10 +78,19 @@ def epoch_seed(seed: int, epoch: int, stage_index: int = 0) -> int:
 
 
 def get_rng_state() -> dict[str, Any]:
-    """Every global RNG state (python, numpy, torch CPU and CUDA)."""
+    """Every global RNG state (python, numpy, torch CPU and CUDA) as tensors and plain numbers,
+    so a checkpoint holding it loads with ``torch.load(weights_only=True)``."""
+    version, py_words, py_gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python_version": int(version),
+        "python": torch.tensor(py_words, dtype=torch.int64),
+        "python_gauss": py_gauss,
+        "numpy_kind": str(kind),
+        "numpy_keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+        "numpy_pos": int(pos),
+        "numpy_has_gauss": int(has_gauss),
+        "numpy_gauss": float(cached),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -90,9 +99,15 @@ def get_rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore states saved by ``get_rng_state``."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    """Restore states saved by ``get_rng_state`` (or by its older tuple/ndarray form)."""
+    if "numpy_keys" in state:
+        words = tuple(int(w) for w in state["python"].tolist())
+        random.setstate((state["python_version"], words, state["python_gauss"]))
+        np.random.set_state((state["numpy_kind"], state["numpy_keys"].numpy().astype(np.uint32),
+                             state["numpy_pos"], state["numpy_has_gauss"], state["numpy_gauss"]))
+    else:
+        random.setstate(state["python"])
+        np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,10 +57,19 @@ def _atomic_save(obj: Any, path: Path) -> None:
 
 
 def _load(path: Path) -> dict[str, Any]:
+    """A checkpoint, loaded with ``weights_only=True``: tensors and plain containers only, so a
+    planted pickle cannot run code. ValueError names the file when it is refused or unreadable."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # weights_only refused a global: nothing was run
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ValueError(f"checkpoint {path}: refused, it holds objects other than tensors and plain "
+                         f"data (not loaded, nothing run; {first}); delete it or rerun with --force") from None
     except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
         raise ValueError(f"checkpoint {path}: cannot be read ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint {path}: expected a dict, got {type(state).__name__}")
+    return state
 
 
 def _better(score: float, best: float | None, mode: str) -> bool:
@@ -152,7 +162,8 @@ def train(method: Method, model: nn.Module, dataset, split, cfg: RunConfig, run_
                 t0 = time.perf_counter()
                 method.train_mode(runnable, stage)
                 loader = make_batches(dataset, train_idx, cfg.batch_size, shuffle=True,
-                                      seed=epoch_seed(seed, epoch, k), num_workers=cfg.num_workers)
+                                      seed=epoch_seed(seed, epoch, k), num_workers=cfg.num_workers,
+                                      training=True)
                 loss_sum, images, steps = 0.0, 0, 0
                 for step, batch in enumerate(loader):
                     if cfg.max_steps_per_epoch and step >= cfg.max_steps_per_epoch:
