@@ -211,11 +211,15 @@ def plan_grid(methods: str, datasets: str = "synthetic", seeds: Sequence[int] = 
             built[d] = factory(root=root, **opts)
             ds_opts[d] = opts
             splits[d] = make_run_split(built[d], run_cfg)  # bad folds/fractions fail here, not mid-grid
+            if not splits[d].test:
+                raise UsageError(f"dataset {d!r}: the test split is empty (run.test_fraction="
+                                 f"{run_cfg.test_fraction}, protocol {run_cfg.protocol!r}); nothing would be evaluated")
         objs: dict[str, Method] = {}
         for m in method_names:
             over = {**preset_obj.method_overrides(m, defaults[m]), **meth_o[m]}
             cfg = apply_overrides(defaults[m], over, where=f"method {m!r}") if over else defaults[m]
             objs[m] = METHODS.get(m)(cfg)
+            objs[m].validate(built[dataset_names[0]].info if dataset_names else None)
     except UsageError:
         raise
     except (RegistryError, ValueError, TypeError, OSError, KeyError) as exc:
