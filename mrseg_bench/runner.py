@@ -38,6 +38,7 @@ from .config import apply_overrides
 from .engine.data import limit, make_batches, prepare
 from .engine.device import reset_peak_memory, resolve_device, resolve_precision, seed_everything
 from .engine.evaluate import evaluate, metric_suite
+from .engine.hardware import hardware_info
 from .engine.profile import profile_method
 from .engine.run_config import RunConfig
 from .engine.train import train
@@ -289,10 +290,7 @@ def environment(device: torch.device) -> dict[str, Any]:
     env = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
            "device": str(device), "platform": platform.platform(), "hostname": socket.gethostname(),
            "cpu_count": os.cpu_count()}
-    if device.type == "cuda":
-        env["device_name"] = torch.cuda.get_device_name(device)
-    else:
-        env["device_name"] = platform.processor() or platform.machine()
+    env.update(hardware_info(device))  # threads, CPU model, GPU name, torch/CUDA versions, device_name
     return env
 
 
@@ -368,7 +366,7 @@ def run_one(spec: RunSpec, dataset, out: Path, store: ResultsStore, force: bool 
             batch = prepare(next(iter(make_batches(dataset, idx, cfg.eval_bs, False, 0))), dev, cfg.image_size,
                             cfg.channels_last)
             prof = profile_method(spec.method_obj, model, batch, dev, cfg.n_samples, spec.precision,
-                                  cfg.profile_warmup, cfg.profile_steps, cfg.latency_repeats)
+                                  cfg.profile_warmup, cfg.profile_steps, cfg.latency_repeats, compile=cfg.compile)
         prof += [{"name": f"wall_s_{s}", "value": w, "unit": "s"} for s, w in result.stage_wall_s.items()]
         prof.append({"name": "eval_wall_s", "value": eval_wall, "unit": "s"})
         run_row.update(status="done", finished_at=_now(), wall_s=time.perf_counter() - t_start)

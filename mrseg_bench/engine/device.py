@@ -114,19 +114,14 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """CUDA ``max_memory_allocated`` on CUDA; otherwise this process's peak RSS (MB)."""
+    """CUDA ``max_memory_allocated`` on CUDA; otherwise this process's lifetime peak RSS (MB),
+    which only grows across a grid: the profiler measures per phase in a fresh process instead
+    (``engine.profile``)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        import resource
+    from .profile import peak_rss_mb
 
-        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return kb / 1024.0
-    except ImportError:  # Windows
-        import psutil
-
-        info = psutil.Process().memory_info()
-        return getattr(info, "peak_wset", info.rss) / 2**20
+    return peak_rss_mb()
 
 
 def reset_peak_memory(device: torch.device) -> None:
