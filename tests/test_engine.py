@@ -192,7 +192,7 @@ def test_profile_rows_and_flops_by_hand():
     # issue 11.6: every stage is timed; memory per phase (off here: NaN, see test_harden_profile)
     assert names == ["params", "flops_per_image", "train_images_per_s", "train_images_per_s_stage1",
                      "train_images_per_s_stage2", "infer_images_per_s", "latency_p50_ms", "latency_p95_ms",
-                     "peak_memory_mb", "peak_memory_predict_mb", "peak_memory_train_mb"]
+                     "peak_memory_mb", "peak_memory_predict_mb", "peak_memory_train_mb", "peak_memory_baseline_mb"]
     vals = {r["name"]: r["value"] for r in rows}
     assert vals["params"] == count_parameters(model) and vals["flops_per_image"] == want
     assert vals["train_images_per_s"] > 0 and vals["infer_images_per_s"] > 0

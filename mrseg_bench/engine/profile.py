@@ -378,6 +378,5 @@ def profile_method(method: Method, model: nn.Module, batch: MultiRaterBatch, dev
     rows.append(_row("peak_memory_predict_mb", peaks["predict"], "MB"))
     if train:
         rows.append(_row("peak_memory_train_mb", peaks["train"], "MB"))
-    if mode == "subprocess":
-        rows.append(_row("peak_memory_baseline_mb", peaks["baseline"], "MB"))
+    rows.append(_row("peak_memory_baseline_mb", peaks["baseline"], "MB"))  # CPU only; else NaN
     return rows
