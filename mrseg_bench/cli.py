@@ -417,10 +417,10 @@ def profile(
         batch = prepare(next(iter(make_batches(ds, idx, cfg.eval_bs, False, 0))), spec.device, cfg.image_size,
                         cfg.channels_last)
         rows = profile_method(spec.method_obj, model, batch, spec.device, cfg.n_samples, spec.precision,
-                              cfg.profile_warmup, cfg.profile_steps, cfg.latency_repeats)
+                              cfg.profile_warmup, cfg.profile_steps, cfg.latency_repeats, compile=cfg.compile)
         vals = {r["name"]: r["value"] for r in rows}
         table.add_row(spec.method, *[_fmt(vals.get(c, float("nan")), c) if c != "peak_memory_mb"
-                                     else f"{vals[c]:.0f}" for c in cols])
+                                     or math.isnan(vals[c]) else f"{vals[c]:.0f}" for c in cols])
     console.print(table)
 
 

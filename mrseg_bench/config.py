@@ -32,8 +32,19 @@ def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
             return value
         raise ValueError(f"{where}: {key}={value!r} is not one of {list(choices)}")
     if origin in (list, tuple):
+        if not isinstance(value, str | list | tuple):
+            raise ValueError(f"{where}: {key}={value!r} is not a list")
         if isinstance(value, str):
-            value = json.loads(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
+            if value.strip().startswith("["):
+                try:
+                    value = json.loads(value)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{where}: {key}={value!r} is not a valid list ({exc.msg} at "
+                                     f"character {exc.pos + 1}); write e.g. {key}=[32,16]") from None
+                if not isinstance(value, list):
+                    raise ValueError(f"{where}: {key}={value!r} is not a list")
+            else:
+                value = [v for v in value.split(",") if v]
         args = typing.get_args(tp)
         inner = args[0] if args else Any
         conv = [_convert(v, inner, key, where) if inner is not Any and inner is not Ellipsis else v for v in value]

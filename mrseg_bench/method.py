@@ -138,6 +138,72 @@ class Method(abc.ABC):
     def predict(self, model: nn.Module, images: torch.Tensor, n_samples: int) -> Prediction:
         """Probabilities for ``images [B,C,H,W]``, carrying exactly ``info.capabilities``."""
 
+    def validate(self, dataset_info: DatasetInfo | None = None) -> None:
+        """Check the config before anything is built or written (the runner calls it while
+        planning); ValueError names the method and the field. The base checks the common
+        fields: ``epochs`` and every stage's epochs >= 1, finite lr > 0, ``encoder_name`` one of
+        smp's encoders (no weights are built or downloaded), ``decoder_channels`` /
+        ``prior_filters`` positive ints, ``decoder_channels`` one per encoder level (5).
+        Methods override it for their own fields and call ``super().validate(dataset_info)``."""
+        validate_common_config(self.info.name, self.cfg, self.stages())
+
+
+SMP_ENCODER_DEPTH = 5  # every built-in U-Net has 5 encoder levels, so 5 decoder channels
+
+
+def _positive_ints(value: Any) -> bool:
+    return (isinstance(value, tuple | list) and len(value) > 0
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value))
+
+
+def known_encoder(name: str) -> bool:
+    """True when smp can build ``name`` (its registry, or ``tu-<timm model>``); builds nothing."""
+    from segmentation_models_pytorch.encoders import get_encoder_names
+
+    if name in get_encoder_names():
+        return True
+    if name.startswith("tu-"):
+        try:
+            import timm
+        except ImportError:
+            return False
+        return bool(timm.is_model(name[3:]))
+    return False
+
+
+def validate_common_config(name: str, cfg: Any, stages: list[Stage]) -> None:
+    """The checks of ``Method.validate`` on ``cfg`` (fields it lacks are skipped)."""
+    import math
+
+    epochs = getattr(cfg, "epochs", 1)
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise ValueError(f"method {name!r}: epochs must be an integer >= 1, got {epochs!r}")
+    lr = getattr(cfg, "lr", 1.0)
+    if not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"method {name!r}: lr must be a finite number > 0, got {lr!r}")
+    if not stages:
+        raise ValueError(f"method {name!r}: stages() returned no stage")
+    for stage in stages:
+        if not isinstance(stage.epochs, int) or stage.epochs < 1:
+            raise ValueError(f"method {name!r}: stage {stage.name!r} has {stage.epochs!r} epochs; "
+                             f"each stage needs >= 1 (set {stage.name}_epochs or epochs)")
+        if not math.isfinite(stage.lr) or stage.lr <= 0:
+            raise ValueError(f"method {name!r}: stage {stage.name!r} lr must be a finite number > 0, "
+                             f"got {stage.lr!r}")
+    if getattr(cfg, "backbone", "smp") != "smp":
+        return
+    enc = getattr(cfg, "encoder_name", None)
+    if enc is not None and not known_encoder(str(enc)):
+        raise ValueError(f"method {name!r}: encoder_name={enc!r} is not an encoder smp knows "
+                         "(e.g. resnet18, resnet34, efficientnet-b0, tu-<timm model>)")
+    dec = getattr(cfg, "decoder_channels", None)
+    if dec is not None and (not _positive_ints(dec) or len(dec) != SMP_ENCODER_DEPTH):
+        raise ValueError(f"method {name!r}: decoder_channels must be {SMP_ENCODER_DEPTH} positive "
+                         f"integers (one per encoder level), got {dec!r}")
+    prior = getattr(cfg, "prior_filters", None)
+    if prior and not _positive_ints(prior):
+        raise ValueError(f"method {name!r}: prior_filters must be positive integers, got {prior!r}")
+
 
 def create_method(name: str, overrides: dict[str, Any] | None = None) -> Method:
     """Look up ``name`` in METHODS and build it with ``overrides`` applied to its default config.

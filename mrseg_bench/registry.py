@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable
 from importlib import metadata
 from typing import Any, Generic, TypeVar
 
+from .paths import check_name
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -49,6 +51,10 @@ class Registry(Generic[T]):
     def add(self, name: str, obj: T) -> None:
         if not name or not isinstance(name, str):
             raise RegistryError(f"{self.kind} name must be a non-empty string, got {name!r}")
+        try:  # names become folder and file names (run folders, reports)
+            check_name(name, f"{self.kind} name")
+        except ValueError as exc:
+            raise RegistryError(str(exc)) from None
         if name in self._items:
             raise RegistryError(f"duplicate {self.kind} name {name!r}: already registered")
         self._items[name] = obj

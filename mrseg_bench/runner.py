@@ -42,6 +42,7 @@ from .config import apply_overrides
 from .engine.data import limit, make_batches, prepare
 from .engine.device import resolve_device, resolve_precision
 from .engine.evaluate import metric_suite
+from .engine.hardware import hardware_info
 from .engine.run_config import RunConfig
 from .method import Method
 from .presets import Preset, load_preset
@@ -281,6 +282,9 @@ def plan_grid(methods: str, datasets: str = "synthetic", seeds: Sequence[int] = 
             canon_opts[d] = _canonical_options(factory, opts)
             preset_opts[d] = _canonical_options(factory, preset_obj.dataset_options(d))
             splits[d] = make_run_split(built[d], run_cfg)  # bad folds/fractions fail here, not mid-grid
+            if not splits[d].test:
+                raise UsageError(f"dataset {d!r}: the test split is empty (run.test_fraction="
+                                 f"{run_cfg.test_fraction}, protocol {run_cfg.protocol!r}); nothing would be evaluated")
         fingerprints = {d: identity.data_fingerprint(built[d]) for d in dataset_names}
         objs: dict[str, Method] = {}
         overrides: dict[str, dict[str, Any]] = {}
@@ -292,6 +296,7 @@ def plan_grid(methods: str, datasets: str = "synthetic", seeds: Sequence[int] = 
             over = {**preset_obj.method_overrides(m, defaults[m]), **meth_o[m]}
             cfg = apply_overrides(defaults[m], over, where=f"method {m!r}") if over else defaults[m]
             objs[m] = METHODS.get(m)(cfg)
+            objs[m].validate(built[dataset_names[0]].info if dataset_names else None)
             preset_cfg = apply_overrides(defaults[m], preset_obj.method_overrides(m, defaults[m]), where=f"method {m!r}")
             overrides[m] = {**_differences(dataclasses.asdict(cfg), dataclasses.asdict(preset_cfg)), **run_diff}
     except UsageError:
@@ -369,10 +374,7 @@ def environment(device: torch.device) -> dict[str, Any]:
     env = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
            "device": str(device), "platform": platform.platform(), "hostname": socket.gethostname(),
            "cpu_count": os.cpu_count()}
-    if device.type == "cuda":
-        env["device_name"] = torch.cuda.get_device_name(device)
-    else:
-        env["device_name"] = platform.processor() or platform.machine()
+    env.update(hardware_info(device))  # threads, CPU model, GPU name, torch/CUDA versions, device_name
     return env
 
 

@@ -66,6 +66,10 @@ class MultiRaterSample:
         """Raise ValueError naming ``where`` if the sample breaks the contract."""
         if self.image.ndim != 3 or self.image.dtype != torch.float32:
             raise ValueError(f"{where}: image must be float32 [C,H,W], got {self.image.dtype} {tuple(self.image.shape)}")
+        if self.image.numel() == 0:
+            raise ValueError(f"{where}: image is empty {tuple(self.image.shape)}")
+        if not bool(torch.isfinite(self.image).all()):
+            raise ValueError(f"{where}: image has NaN or infinite pixels; images must be finite")
         if self.masks.ndim != 3 or self.masks.dtype != torch.uint8:
             raise ValueError(f"{where}: masks must be uint8 [R,H,W], got {self.masks.dtype} {tuple(self.masks.shape)}")
         if self.masks.shape[1:] != self.image.shape[1:]:

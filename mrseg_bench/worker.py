@@ -117,7 +117,9 @@ def _train_evaluate_profile(spec: RunSpec, dataset, work_dir: Path, split, quiet
                    method_name=spec.method, quiet=quiet, suite_factory=suite_factory, stop=stop)
     _poll(stop)
     t_eval = time.perf_counter()
-    rows = evaluate(spec.method_obj, model, dataset, split.test, cfg.n_samples, dev, cfg.eval_bs,
+    # the compiled model is the one evaluated and profiled (profile_method compiles its own copy)
+    eval_model = torch.compile(model) if cfg.compile else model
+    rows = evaluate(spec.method_obj, eval_model, dataset, split.test, cfg.n_samples, dev, cfg.eval_bs,
                     suite=suite_factory(), precision=spec.precision, image_size=cfg.image_size,
                     channels_last=cfg.channels_last, max_cases=cfg.max_eval_cases)
     eval_wall = time.perf_counter() - t_eval
@@ -127,7 +129,7 @@ def _train_evaluate_profile(spec: RunSpec, dataset, work_dir: Path, split, quiet
         rows = per_volume_rows(rows, volume_lookup(dataset))
     atomic_write_text(work_dir / "metrics.csv", _metrics_csv(rows))
     if cfg.qualitative_cases:
-        save_qualitative_cases(spec.method_obj, model, dataset, split, cfg, dev, work_dir)
+        save_qualitative_cases(spec.method_obj, eval_model, dataset, split, cfg, dev, work_dir)
     _poll(stop)
     prof: list[dict[str, Any]] = []
     if cfg.profile:
@@ -135,8 +137,11 @@ def _train_evaluate_profile(spec: RunSpec, dataset, work_dir: Path, split, quiet
         batch = prepare(next(iter(make_batches(dataset, idx, cfg.eval_bs, False, 0))), dev, cfg.image_size,
                         cfg.channels_last)
         prof = profile_method(spec.method_obj, model, batch, dev, cfg.n_samples, spec.precision,
-                              cfg.profile_warmup, cfg.profile_steps, cfg.latency_repeats)
+                              cfg.profile_warmup, cfg.profile_steps, cfg.latency_repeats, compile=cfg.compile)
     prof += [{"name": f"wall_s_{s}", "value": w, "unit": "s"} for s, w in result.stage_wall_s.items()]
+    if result.train_seconds > 0:  # the run's own training rate, from its log (all stages, all epochs)
+        prof.append({"name": "train_images_per_s_run", "value": result.train_images / result.train_seconds,
+                     "unit": "img/s"})
     prof.append({"name": "eval_wall_s", "value": eval_wall, "unit": "s"})
     return rows, prof
 

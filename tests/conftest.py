@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -9,6 +10,9 @@ import pytest
 import torch
 
 torch.set_num_threads(1)
+# CPU peak memory is measured in a fresh Python process per profile (seconds per run): off for
+# the suite (children inherit it); tests/test_harden_profile.py measures it explicitly
+os.environ.setdefault("MRSEG_PROFILE_MEMORY", "off")
 
 
 @pytest.fixture

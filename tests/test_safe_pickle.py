@@ -97,3 +97,71 @@ def test_missing_and_corrupt_files(tmp_path: Path) -> None:
     text.write_text("hello")
     with pytest.raises(ValueError, match="text.pkl"):
         safe_load(text)
+
+
+def _ndarray_bomb(shape=(10**7, 10**7)) -> bytes:
+    """A tiny pickle that calls numpy.ndarray(shape, 'u1'): about 91 TiB if built."""
+
+    class _Bomb:
+        def __reduce__(self):
+            return (np.ndarray, (shape, np.dtype("u1")))
+
+    return pickle.dumps(_Bomb(), protocol=2)
+
+
+def test_allocation_bomb_refused_fast(tmp_path):
+    import time
+
+    from mrseg_bench.datasets.safe_pickle import PickleBombError
+
+    path = tmp_path / "bomb.pkl"
+    path.write_bytes(_ndarray_bomb())
+    assert path.stat().st_size < 200
+    t0 = time.perf_counter()
+    with pytest.raises(PickleBombError, match=r"bomb\.pkl: refused to build an array of shape \(10000000, 10000000\)"):
+        safe_load(path)
+    assert time.perf_counter() - t0 < 0.5
+
+
+def test_bytes_bomb_and_cumulative_budget():
+    from mrseg_bench.datasets.safe_pickle import PickleBombError
+
+    class _Bytes:
+        def __reduce__(self):
+            return (bytes, (10**13,))
+
+    with pytest.raises(PickleBombError, match="<bytes>: refused to build bytes"):
+        safe_loads(pickle.dumps(_Bytes(), protocol=2))
+    # one ndarray() call of 600 bytes fits a 1000-byte budget; two together do not
+    one = safe_loads(pickle.dumps(_Reduce((600,)), protocol=2), max_bytes=1000)
+    assert one.shape == (600,) and one.dtype == np.uint8
+    with pytest.raises(PickleBombError, match="600 bytes"):
+        safe_loads(pickle.dumps((_Reduce((600,)), _Reduce((600,))), protocol=2), max_bytes=1000)
+    # _reconstruct is charged too (its shape is chosen by the pickle)
+    rec = (b"\x80\x02cnumpy._core.multiarray\n_reconstruct\ncnumpy\nndarray\n"
+           b"J\x80\x96\x98\x00J\x80\x96\x98\x00\x86C\x01B\x87R.")
+    with pytest.raises(PickleBombError, match=r"shape \(10000000, 10000000\)"):
+        safe_loads(rec)
+    # arrays rebuilt from bytes stored in the file cost nothing beyond the file
+    arr = np.arange(600, dtype=np.uint8)
+    assert np.array_equal(safe_loads(pickle.dumps(arr, protocol=5), max_bytes=1000), arr)
+
+
+class _Reduce:
+    def __init__(self, shape):
+        self.shape = shape
+
+    def __reduce__(self):
+        return (np.ndarray, (self.shape, np.dtype("u1")))
+
+
+def test_allocation_limit_override(tmp_path, monkeypatch):
+    from mrseg_bench.datasets.safe_pickle import PickleBombError
+
+    path = tmp_path / "big.pkl"
+    path.write_bytes(pickle.dumps(_Reduce((2**27,)), protocol=2))  # 128 MiB > the 64 MiB floor
+    with pytest.raises(PickleBombError, match="MRSEG_PICKLE_MAX_BYTES"):
+        safe_load(path)
+    assert safe_load(path, max_bytes=2**28).shape == (2**27,)
+    monkeypatch.setenv("MRSEG_PICKLE_MAX_BYTES", str(2**28))
+    assert safe_load(path).nbytes == 2**27

@@ -82,6 +82,21 @@ def resize_masks(masks: torch.Tensor, size: tuple[int, int] | None) -> torch.Ten
     return F.interpolate(masks[None].float(), size=size, mode="nearest-exact")[0].to(torch.uint8)
 
 
+def check_image_array(arr: np.ndarray, where: str) -> None:
+    """ValueError naming ``where`` (file and case) for an image with no pixels (a 0 in its
+    shape) or with NaN/inf pixels: data errors, caught when the data is read."""
+    arr = np.asarray(arr)
+    if arr.size == 0:
+        raise ValueError(f"{where}: image is empty (shape {arr.shape}); every image needs at least one pixel")
+    if arr.dtype.kind in "fc":
+        finite = np.isfinite(arr)
+        if not finite.all():
+            n_nan = int(np.isnan(arr).sum())
+            n_inf = int(arr.size - finite.sum()) - n_nan
+            raise ValueError(f"{where}: image has {n_nan} NaN and {n_inf} infinite pixel(s) of {arr.size}; "
+                             "images must be finite")
+
+
 def binary_masks(arr: np.ndarray, where: str) -> np.ndarray:
     """Check that ``arr`` holds only 0/1 (bool or numbers) and return it as uint8."""
     arr = np.asarray(arr)

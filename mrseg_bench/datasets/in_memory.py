@@ -21,7 +21,13 @@ import numpy as np
 import torch
 
 from ..types import DatasetInfo, MultiRaterSample
-from ._common import binary_masks, patient_from_series_uid, resize_image, resize_masks
+from ._common import (
+    binary_masks,
+    check_image_array,
+    patient_from_series_uid,
+    resize_image,
+    resize_masks,
+)
 from .base import MultiRaterDataset, Split
 from .safe_pickle import safe_load
 
@@ -104,6 +110,7 @@ def read_matting_pickle(path: Path, image_size: tuple[int, int] | None,
         img = np.asarray(entry["image"])
         if img.ndim != 2:
             raise ValueError(f"{where}: image must be 2-D (H,W), got shape {img.shape}")
+        check_image_array(img, where)
         if img.dtype == np.uint8:
             img = img.astype(np.float32) / 255.0
         else:

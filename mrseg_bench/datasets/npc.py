@@ -27,6 +27,7 @@ import torch
 from ..types import DatasetInfo, MultiRaterSample
 from ._common import (
     binary_masks,
+    check_image_array,
     dataset_factory,
     require_root,
     resize_image,
@@ -118,6 +119,7 @@ class NPC170(MultiRaterDataset):
         with h5py.File(path, "r") as fh:
             image = np.stack([np.asarray(fh[k][sel], dtype=np.float32) for k in CHANNELS])
             masks = np.stack([np.asarray(fh[k][sel]) for k in LABELS])
+        check_image_array(image, where)
         image_t = resize_image(torch.from_numpy(image), self.size, self.image_mode)
         masks_t = resize_masks(torch.from_numpy(binary_masks(masks, where)), self.size)
         sample = MultiRaterSample(image_t.contiguous(), masks_t.contiguous(),

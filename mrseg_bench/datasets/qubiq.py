@@ -39,6 +39,7 @@ import torch
 from ..types import DatasetInfo
 from ._common import (
     binary_masks,
+    check_image_array,
     dataset_factory,
     require_root,
     resize_image,
@@ -124,6 +125,7 @@ def _image_channels(arr: np.ndarray, path: Path) -> np.ndarray:
     else:
         raise ValueError(f"{path}: image shape {arr.shape} is not a 2-D slice (H,W), (H,W,C<=4) "
                          "or a 3-D volume with masks of the same shape")
+    check_image_array(arr, str(path))
     arr = arr.astype(np.float32)
     lo = arr.min(axis=(1, 2), keepdims=True)
     hi = arr.max(axis=(1, 2), keepdims=True)

@@ -11,13 +11,23 @@ import torch.nn.functional as F
 from ..types import MultiRaterBatch
 
 
+def drops_trailing_one(n: int, batch_size: int) -> bool:
+    """True when ``n`` cases in batches of ``batch_size`` leave a last batch of exactly one
+    (and there is a full batch before it): BatchNorm cannot train on a batch of one."""
+    return n > batch_size and n % batch_size == 1
+
+
 def make_batches(dataset, indices: Sequence[int], batch_size: int, shuffle: bool, seed: int,
-                 num_workers: int = 0) -> Iterable[MultiRaterBatch]:
-    """A loader over ``indices`` whose order is a pure function of ``seed``."""
+                 num_workers: int = 0, training: bool = False) -> Iterable[MultiRaterBatch]:
+    """A loader over ``indices`` whose order is a pure function of ``seed``. ``training=True``
+    drops a trailing batch of one case (``drops_trailing_one``; with shuffling a different case
+    each epoch); evaluation always sees every case."""
     from ..datasets.loader import make_loader
 
-    return make_loader(dataset, list(indices), batch_size=batch_size, shuffle=shuffle, seed=seed,
-                       num_workers=num_workers, drop_last=False)
+    indices = list(indices)
+    drop = training and drops_trailing_one(len(indices), batch_size)
+    return make_loader(dataset, indices, batch_size=batch_size, shuffle=shuffle, seed=seed,
+                       num_workers=num_workers, drop_last=drop)
 
 
 def augment(batch: MultiRaterBatch, seed: int) -> MultiRaterBatch:

@@ -80,12 +80,17 @@ def epoch_seed(seed: int, epoch: int, stage_index: int = 0) -> int:
 def get_rng_state() -> dict[str, Any]:
     """Every global RNG state (python, numpy, torch CPU and CUDA) as tensors and plain numbers,
     so a checkpoint holding it loads with ``torch.load(weights_only=True)``."""
-    version, internal, gauss = random.getstate()
-    _, keys, pos, has_gauss, cached = np.random.get_state()
+    version, py_words, py_gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
-        "python": {"version": int(version), "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
-                  "cached_gaussian": float(cached)},
+        "python_version": int(version),
+        "python": torch.tensor(py_words, dtype=torch.int64),
+        "python_gauss": py_gauss,
+        "numpy_kind": str(kind),
+        "numpy_keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+        "numpy_pos": int(pos),
+        "numpy_has_gauss": int(has_gauss),
+        "numpy_gauss": float(cached),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -94,30 +99,29 @@ def get_rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore states saved by ``get_rng_state``."""
-    py, npy = state["python"], state["numpy"]
-    random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
-    np.random.set_state(("MT19937", npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
-                         npy["cached_gaussian"]))
+    """Restore states saved by ``get_rng_state`` (or by its older tuple/ndarray form)."""
+    if "numpy_keys" in state:
+        words = tuple(int(w) for w in state["python"].tolist())
+        random.setstate((state["python_version"], words, state["python_gauss"]))
+        np.random.set_state((state["numpy_kind"], state["numpy_keys"].numpy().astype(np.uint32),
+                             state["numpy_pos"], state["numpy_has_gauss"], state["numpy_gauss"]))
+    else:
+        random.setstate(state["python"])
+        np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """CUDA ``max_memory_allocated`` on CUDA; otherwise this process's peak RSS (MB)."""
+    """CUDA ``max_memory_allocated`` on CUDA; otherwise this process's lifetime peak RSS (MB),
+    which only grows across a grid: the profiler measures per phase in a fresh process instead
+    (``engine.profile``)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        import resource
+    from .profile import peak_rss_mb
 
-        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return kb / 1024.0
-    except ImportError:  # Windows
-        import psutil
-
-        info = psutil.Process().memory_info()
-        return getattr(info, "peak_wset", info.rss) / 2**20
+    return peak_rss_mb()
 
 
 def reset_peak_memory(device: torch.device) -> None:

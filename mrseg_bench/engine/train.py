@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import time
 import uuid
 from collections.abc import Callable
@@ -86,13 +87,23 @@ def _atomic_save(obj: Any, path: Path) -> None:
 
 
 def _load(path: Path) -> dict[str, Any]:
-    """A checkpoint of ours, loaded without running code (``weights_only=True``)."""
+    """A checkpoint of ours, loaded with ``weights_only=True``: tensors and plain containers only,
+    so a planted pickle cannot run code. ValueError names the file when it is refused or unreadable
+    (every rerun would fail the same way: the message names --force)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - a truncated, foreign or malicious file
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # weights_only refused a global: nothing was run
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ValueError(f"checkpoint {path}: refused, it holds objects other than tensors and plain "
+                         f"data (not loaded, nothing run; {first}); delete it or rerun with --force") from None
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
         msg = " ".join(str(exc).split())[:200]
         raise ValueError(f"checkpoint {path}: cannot be read ({type(exc).__name__}: {msg}); every rerun will "
                          "fail the same way: delete the file or rerun with --force to train the run again") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint {path}: expected a dict, got {type(state).__name__}; delete it or rerun "
+                         "with --force")
+    return state
 
 
 def _cut_log(run_dir: Path, keep: Callable[[dict[str, Any]], bool]) -> None:
@@ -269,7 +280,8 @@ def train(method: Method, model: nn.Module, dataset, split, cfg: RunConfig, run_
                 partial = {}
                 method.train_mode(runnable, stage)
                 loader = make_batches(dataset, train_idx, cfg.batch_size, shuffle=True,
-                                      seed=epoch_seed(seed, epoch, k), num_workers=cfg.num_workers)
+                                      seed=epoch_seed(seed, epoch, k), num_workers=cfg.num_workers,
+                                      training=True)
                 for step, batch in enumerate(loader):
                     if cfg.max_steps_per_epoch and step >= cfg.max_steps_per_epoch:
                         break

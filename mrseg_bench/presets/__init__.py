@@ -82,6 +82,56 @@ def load_preset(name: str) -> Preset:
         for key, val in data.get(sec, {}).items():
             if not isinstance(val, dict):
                 raise ValueError(f"preset {name!r}: [{sec}.{key}] must be a table, got {type(val).__name__}")
-    return Preset(pname, str(data.get("description", "")), dict(data.get("run", {})),
-                  {k: dict(v) for k, v in data.get("dataset", {}).items()},
-                  {k: dict(v) for k, v in data.get("method", {}).items()})
+    preset = Preset(pname, str(data.get("description", "")), dict(data.get("run", {})),
+                    {k: dict(v) for k, v in data.get("dataset", {}).items()},
+                    {k: dict(v) for k, v in data.get("method", {}).items()})
+    check_preset(preset, name)
+    return preset
+
+
+def check_preset(preset: Preset, source: str) -> None:
+    """ValueError naming the section for anything the preset cannot mean: a ``[run]`` key that
+    is not a RunConfig field; a ``[dataset.X]`` for an unknown dataset or with an option its
+    factory does not take; a ``[method.X]`` for an unknown method (a pattern matching none); a
+    method-section key that no method the section matches has in its config."""
+    import inspect
+
+    from ..engine.run_config import RunConfig
+    from ..registry import DATASETS, METHODS
+
+    def fail(section: str, what: str) -> ValueError:
+        return ValueError(f"preset {source!r}: [{section}] {what}")
+
+    run_fields = {f.name for f in dataclasses.fields(RunConfig)}
+    bad = sorted(set(preset.run) - run_fields)
+    if bad:
+        raise fail("run", f"unknown key(s) {', '.join(bad)}; valid: {', '.join(sorted(run_fields))}")
+    for ds, opts in preset.dataset.items():
+        if ds not in DATASETS:
+            raise fail(f"dataset.{ds}", f"unknown dataset {ds!r}; known: {', '.join(DATASETS.names())}")
+        try:
+            params = inspect.signature(DATASETS.get(ds)).parameters
+        except (TypeError, ValueError):
+            continue
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            # a decorated factory: its wrapped signature names the options
+            wrapped = getattr(DATASETS.get(ds), "__wrapped__", None)
+            params = inspect.signature(wrapped).parameters if wrapped else {}
+            if not params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+                continue
+        valid = [n for n in params if n != "root"]
+        bad = sorted(set(opts) - set(valid))
+        if bad:
+            raise fail(f"dataset.{ds}", f"unknown option(s) {', '.join(bad)}; valid: {', '.join(valid)}")
+    for pattern, values in preset.method.items():
+        section = f'method."{pattern}"' if any(c in pattern for c in "*?[") else f"method.{pattern}"
+        hits = METHODS.names(pattern)
+        if not hits:
+            raise fail(section, f"matches no method; known: {', '.join(METHODS.names())}")
+        fields: set[str] = set()
+        for m in hits:
+            fields |= {f.name for f in dataclasses.fields(METHODS.get(m)().cfg)}
+        bad = sorted(set(values) - fields)
+        if bad:
+            raise fail(section, f"unknown key(s) {', '.join(bad)}: no method it matches "
+                                f"({', '.join(hits)}) has them")

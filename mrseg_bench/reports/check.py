@@ -142,31 +142,61 @@ def _describe(config: dict) -> str:
 
 
 def load_baseline(path: Path) -> dict[str, Any]:
-    """Read and validate a baseline file; ValueError names the file and the problem."""
+    """Read and validate a baseline file; ValueError names the file and the problem: not JSON,
+    a non-finite number (``NaN``/``Infinity``/``1e999``), wrong version, bad tolerances, no
+    entries, an entry without its keys or with a non-numeric value, a duplicate entry."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"baseline {path}: no such file (create it with --update)")
+
+    def no_constant(name: str) -> float:
+        raise ValueError(f"baseline {path}: {name} is not allowed (numbers must be finite; use null for NaN)")
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"baseline {path}: not valid JSON ({exc})") from None
     if not isinstance(data, dict) or data.get("version") != VERSION:
         raise ValueError(f"baseline {path}: expected an object with \"version\": {VERSION}")
+
+    def number(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
     tol = data.get("tolerance", DEFAULT_TOLERANCE)
-    if not isinstance(tol, dict) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in tol.values()):
-        raise ValueError(f"baseline {path}: \"tolerance\" must map metric names to numbers >= 0")
+    if not isinstance(tol, dict) or not all(number(v) and v >= 0 for v in tol.values()):
+        raise ValueError(f"baseline {path}: \"tolerance\" must map metric names to finite numbers >= 0")
     entries = data.get("entries")
     if not isinstance(entries, list):
         raise ValueError(f"baseline {path}: \"entries\" must be a list")
+    if not entries:
+        raise ValueError(f"baseline {path}: \"entries\" is empty, so nothing would be checked "
+                         "(write it with --update from a store with finished runs)")
+    seen: dict[tuple, int] = {}
     for i, e in enumerate(entries):
         if not isinstance(e, dict) or any(k not in e for k in (*RUN_KEY, "metric", "value")):
             raise ValueError(f"baseline {path}: entries[{i}] needs keys {[*RUN_KEY, 'metric', 'value']}")
-        if e["value"] is not None and (isinstance(e["value"], bool) or not isinstance(e["value"], int | float)):
-            raise ValueError(f"baseline {path}: entries[{i}].value must be a number or null")
+        if e["value"] is not None and not number(e["value"]):
+            raise ValueError(f"baseline {path}: entries[{i}].value must be a finite number or null")
+        key = (*(str(e[k]) for k in RUN_KEY), str(e["metric"]))
+        if key in seen:
+            raise ValueError(f"baseline {path}: entries[{i}] repeats entries[{seen[key]}] "
+                             f"({'/'.join(key)}); each run and metric may appear once")
+        seen[key] = i
     thr = data.get("throughput", {}) or {}
     if not isinstance(thr, dict) or not isinstance(thr.get("entries", []), list):
         raise ValueError(f"baseline {path}: \"throughput\" must be an object with a list \"entries\"")
+    if "rel_tolerance" in thr and not (number(thr["rel_tolerance"]) and thr["rel_tolerance"] >= 0):
+        raise ValueError(f"baseline {path}: throughput.rel_tolerance must be a finite number >= 0")
+    seen = {}
+    for i, e in enumerate(thr.get("entries", [])):
+        if not isinstance(e, dict) or any(k not in e for k in (*RUN_KEY, "value")):
+            raise ValueError(f"baseline {path}: throughput.entries[{i}] needs keys {[*RUN_KEY, 'value']}")
+        if e["value"] is not None and not number(e["value"]):
+            raise ValueError(f"baseline {path}: throughput.entries[{i}].value must be a finite number or null")
+        key = tuple(str(e[k]) for k in RUN_KEY)
+        if key in seen:
+            raise ValueError(f"baseline {path}: throughput.entries[{i}] repeats throughput.entries[{seen[key]}]")
+        seen[key] = i
     data["tolerance"] = {**DEFAULT_TOLERANCE, **tol}
     data["throughput"] = {**DEFAULT_THROUGHPUT, "entries": [], **thr}
     return data
@@ -297,6 +327,9 @@ def run_check(store_path: Path, baseline_path: Path, tolerance: float | None = N
     if tolerance is not None and (not math.isfinite(tolerance) or tolerance < 0):
         raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance}")
     metric_now, thr_now = current_values(store_path)
+    if not metric_now:  # an empty or failed-only store: a usage error (exit 2), never a gate result
+        raise ValueError(f"results store {store_path}: no finished runs with metrics"
+                         + ("; refusing to write an empty baseline" if update else " to check"))
     if update:
         previous = load_baseline(baseline_path) if baseline_path.is_file() else None
         if previous is not None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..paths import check_run_names
 from .aggregate import profile_values, run_means, seed_stats
 from .cells import csv_frame
 from .figures import per_rater_bars, qualitative_grid, throughput_scatter
@@ -70,6 +71,7 @@ def write_report(store_path: Path, out_dir: Path, reference: str | None = None,
     results = load_results(store_path, experiment=experiment)
     if results.runs.empty:
         raise ValueError(f"results store {store_path}: no finished ('done') runs to report")
+    check_run_names(results.runs, str(store_path))  # names become file names under out_dir
     tables = build_tables(results, reference=reference, alpha=alpha)
     for t in tables:  # validate everything before writing anything
         problems = check_latex(render_latex(t))

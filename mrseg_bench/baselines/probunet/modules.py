@@ -53,7 +53,9 @@ class GaussianConvEncoder(nn.Module):
         h = self.encoder(x).mean(dim=(2, 3), keepdim=True)
         mu_log_sigma = self.conv_layer(h)[:, :, 0, 0].float()
         mu, log_sigma = mu_log_sigma.split(self.latent_dim, dim=1)
-        return Independent(Normal(mu, torch.exp(log_sigma)), 1)
+        # no argument validation: a diverged net (NaN/inf mu or sigma) must reach the loss, where
+        # the engine stops with "method, stage, epoch, step: loss is nan" (NonFiniteLossError)
+        return Independent(Normal(mu, torch.exp(log_sigma), validate_args=False), 1, validate_args=False)
 
 
 class Fcomb(nn.Module):
