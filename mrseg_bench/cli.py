@@ -436,8 +436,7 @@ def report(
         raise _usage(f"--store {store}: no such results store")
     from .reports.report import write_report
 
-    _check_out_dir(out, "--out")
-    _make_out_dir(out)
+    _check_out_dir(out, "--out")  # writes nothing: a store that fails validation leaves no folder behind
     try:
         paths = write_report(store, out, reference=reference, experiment=experiment)
     except ValueError as exc:

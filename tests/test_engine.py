@@ -289,7 +289,7 @@ def test_checkpoints_load_weights_only_and_best_holds_weights_only(tmp_path):
         best = torch.load(checkpoint_path(tmp_path, stage, "best"), weights_only=True)
         assert set(best) == {"stage", "epoch", "model", "score"}
         last = torch.load(checkpoint_path(tmp_path, stage, "last"), weights_only=True)
-        assert "optimizer" not in last and torch.is_tensor(last["rng"]["python"]["state"])
+        assert "optimizer" not in last and torch.is_tensor(last["rng"]["python"]) and torch.is_tensor(last["rng"]["numpy_keys"])
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
 
 
@@ -308,7 +308,7 @@ def test_corrupt_or_malicious_last_fails_naming_the_file_and_force(tmp_path):
     for payload in (b"\x80\x04truncated", pickle.dumps({"stage": "stage1", "x": Evil()})):
         last.write_bytes(payload)
         method, model, ds = _fresh()
-        with pytest.raises(ValueError, match=r"checkpoint .*stage1_last\.pt: cannot be read.*--force"):
+        with pytest.raises(ValueError, match=r"checkpoint .*stage1_last\.pt: (cannot be read|refused).*--force"):
             train(method, model, ds, SPLIT, CFG, tmp_path, seed=0, device=CPU)
     assert not (tmp_path / "pwned").exists()
 

@@ -58,8 +58,24 @@ def test_cli_report_traversal_exits_2(tmp_path):
     from mrseg_bench.cli import app
     from mrseg_bench.reports.demo import write_demo_store
 
-    store = write_demo_store(tmp_path / "results.sqlite", methods=("probunet",), seeds=(0,),
-                             preset="../../x")
+    store = write_demo_store(tmp_path / "results.sqlite", methods=("../../x",), seeds=(0,))
     res = CliRunner().invoke(app, ["report", "--store", str(store), "--out", str(tmp_path / "out")])
     assert res.exit_code == 2
-    assert "preset" in res.output and not (tmp_path / "out").exists()
+    assert "method" in res.output and not (tmp_path / "out").exists()
+
+
+def test_path_like_preset_names_stay_inside_out(tmp_path):
+    """A user preset is named by its path (it may hold / and ..): it reaches file names only
+    slugged, so the report writes under --out and nowhere else."""
+    from mrseg_bench.reports.demo import write_demo_store
+    from mrseg_bench.reports.report import write_report
+
+    (tmp_path / "deep" / "er").mkdir(parents=True)
+    store = write_demo_store(tmp_path / "deep" / "er" / "results.sqlite", methods=("probunet",), seeds=(0,),
+                             preset="../../x.toml")
+    out = tmp_path / "deep" / "er" / "out"
+    paths = write_report(store, out, figures=False)
+    assert paths and all(p.resolve().is_relative_to(out.resolve()) for p in paths)
+    outside = [p for p in tmp_path.rglob("*") if p.is_file() and not p.resolve().is_relative_to(out.resolve())
+               and not p.name.startswith("results.sqlite")]
+    assert outside == []

@@ -93,9 +93,10 @@ def _load(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:  # weights_only refused a global: nothing was run
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        first = (str(exc).strip().splitlines() or [""])[0].split(". ")[0]
         raise ValueError(f"checkpoint {path}: refused, it holds objects other than tensors and plain "
-                         f"data (not loaded, nothing run; {first}); delete it or rerun with --force") from None
+                         f"data (not loaded, nothing run; {first}); every rerun will fail the same way: "
+                         "delete it or rerun with --force") from None
     except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
         msg = " ".join(str(exc).split())[:200]
         raise ValueError(f"checkpoint {path}: cannot be read ({type(exc).__name__}: {msg}); every rerun will "
