@@ -1,0 +1,69 @@
+"""The ``ray`` executor: one Ray task per run.
+
+``ray.init(address=...)`` joins a running cluster (``"auto"`` or ``"HOST:PORT"``) or, with no
+address, starts a local one. Each task asks for ``num_cpus`` CPUs and ``num_gpus`` GPUs (default:
+1 when the cluster has GPUs, else 0) and runs ``call_worker(worker, spec, out)`` on whichever
+node Ray picks, so ``out`` must be on storage every node shares. Tasks are not retried by Ray
+(``max_retries=0``): a failed run is recorded failed and the grid goes on; rerunning the grid
+resumes it from its ``last`` checkpoint. Ctrl-C cancels the tasks still pending or running.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import TaskOutcome, call_worker, failed, outcome_from
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ValueError('--executor ray needs Ray: pip install "mrseg-bench[ray]"') from None
+    return ray
+
+
+def task_resources(ray, options) -> dict[str, float]:
+    """CPUs and GPUs one run asks for (GPUs: 1 when the cluster has any, unless set)."""
+    gpus = options.num_gpus
+    if gpus is None:
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    return {"num_cpus": float(options.num_cpus), "num_gpus": float(gpus)}
+
+
+def run_ray(specs: list[dict[str, Any]], out: str, options, progress) -> list[TaskOutcome]:
+    ray = _import_ray()
+    started_here = not ray.is_initialized()
+    if started_here:
+        init: dict[str, Any] = {"address": options.ray_address, "include_dashboard": False,
+                                "log_to_driver": False, "configure_logging": False}
+        if options.ray_address is None and "local_num_cpus" in options.extra:
+            init["num_cpus"] = int(options.extra["local_num_cpus"])
+        ray.init(**init)
+    try:
+        remote = ray.remote(max_retries=0, **task_resources(ray, options))(call_worker)
+        refs = [remote.remote(options.worker, spec, out) for spec in specs]
+        index = {ref: i for i, ref in enumerate(refs)}
+        outcomes: list[TaskOutcome | None] = [None] * len(specs)
+        pending = list(refs)
+        try:
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                for ref in ready:
+                    i = index[ref]
+                    try:
+                        o = outcome_from(specs[i], ray.get(ref))
+                    except ray.exceptions.RayTaskError as exc:
+                        o = failed(specs[i], exc.cause if getattr(exc, "cause", None) else exc)
+                    except ray.exceptions.RayError as exc:  # worker crashed, task cancelled, ...
+                        o = failed(specs[i], exc)
+                    outcomes[i] = o
+                    progress(o)
+        except KeyboardInterrupt:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
+        return [o for o in outcomes if o is not None]
+    finally:
+        if started_here:
+            ray.shutdown()

@@ -1,0 +1,23 @@
+"""A toy worker for testing executors without training anything (like ``torch.testing``).
+
+``echo_worker({"name": "a"}, out)`` writes ``<out>/a.json`` holding its pid and returns
+``{"status": "done", "run_dir": <that file>}``; ``{"fail": true}`` raises RuntimeError;
+``{"sleep": s}`` sleeps first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+
+def echo_worker(spec: dict[str, Any], out: str) -> dict[str, Any]:
+    time.sleep(float(spec.get("sleep", 0)))
+    if spec.get("fail"):
+        raise RuntimeError(f"boom in {spec.get('name')}")
+    path = Path(out) / f"{spec['name']}.json"
+    path.write_text(json.dumps({"pid": os.getpid(), "spec": spec}), encoding="utf-8")
+    return {"status": "done", "run_dir": str(path)}
