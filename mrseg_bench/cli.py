@@ -105,15 +105,33 @@ def run(
     reuse_results: bool = typer.Option(False, "--reuse-results", help="Skip runs done before on other code (same config, data, device otherwise) instead of rerunning them."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or tables."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write the report tables into <out>/report/."),
+    executor: str = typer.Option("local", "--executor", help="local (runs one after another here) | ray (one Ray task per run) | slurm (a submitit job array). With ray/slurm, --out must be on storage every worker shares."),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster to join: auto | HOST:PORT (default: start a local one)."),
+    ray_num_cpus: float = typer.Option(1.0, "--ray-num-cpus", help="CPUs each Ray task asks for."),
+    ray_num_gpus: float | None = typer.Option(None, "--ray-num-gpus", help="GPUs each Ray task asks for (default: 1 when the cluster has GPUs, else 0)."),
+    slurm_partition: str | None = typer.Option(None, "--slurm-partition", help="Slurm partition of the job array."),
+    slurm_gpus_per_task: int = typer.Option(1, "--slurm-gpus-per-task", help="GPUs per array task (one run)."),
+    slurm_cpus_per_task: int = typer.Option(4, "--slurm-cpus-per-task", help="CPUs per array task."),
+    slurm_time: str = typer.Option("4:00:00", "--slurm-time", help="Time limit per task: MINUTES, HH:MM:SS or D-HH:MM:SS; a task that reaches it is requeued and resumes."),
+    slurm_array_parallelism: int = typer.Option(16, "--slurm-array-parallelism", help="Array tasks running at once."),
+    slurm_cluster: str = typer.Option("slurm", "--slurm-cluster", hidden=True, help="'local': run the job array as local processes (submitit's LocalExecutor; tests)."),
 ) -> None:
     """Train, evaluate and profile the grid methods x datasets x seeds; store and report results.
 
     Each run is claimed before it trains, so several `run` processes may share one --out."""
+    from .executors import EXECUTORS
     from .interrupts import RunInterrupted
     from .reports.summary import summarize, summary_table
     from .runner import run_grid
     from .store import ResultsStore
 
+    if executor not in EXECUTORS:
+        raise _usage(f"--executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
+    if executor != "local" and reuse_results:
+        raise _usage("--reuse-results works with --executor local only")
+    exec_opts = _executor_options(executor, ray_address, ray_num_cpus, ray_num_gpus, slurm_partition,
+                                  slurm_gpus_per_task, slurm_cpus_per_task, slurm_time, slurm_array_parallelism,
+                                  slurm_cluster, force)
     _check_out_dir(out, "--out")
     plan = _plan(methods, dataset, data_root, preset, seeds, set_, device, precision, channels_last, compile_,
                  grad_clip, experiment)
@@ -135,7 +153,11 @@ def run(
                       f"device {spec0.device} "
                       f"({spec0.precision}); out {out}; store {store_path}", markup=False, soft_wrap=True)
     try:
-        outcomes = run_grid(plan, out, store_path, force=force, quiet=quiet, log=log, reuse_results=reuse_results)
+        if executor == "local":
+            outcomes = run_grid(plan, out, store_path, force=force, quiet=quiet, log=log,
+                                reuse_results=reuse_results)
+        else:
+            outcomes = _run_on_engine(executor, plan, out, store_path, exec_opts, quiet, log)
     except RunInterrupted as exc:
         raise _interrupted(exc) from None
     failed = [o for o in outcomes if o.status == "failed"]
@@ -161,6 +183,65 @@ def run(
                           markup=False, highlight=False)
     if failed or unindexed or not report_ok:
         raise typer.Exit(1)
+
+
+def _slurm_minutes(text: str) -> int:
+    """``MINUTES``, ``HH:MM:SS`` or ``D-HH:MM:SS`` -> minutes (rounded up); exit 2 otherwise."""
+    import re
+
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+):(\d{1,2}):(\d{1,2})", text.strip())
+    if m:
+        d, h, mi, sec = (int(g or 0) for g in m.groups())
+        minutes = d * 1440 + h * 60 + mi + (1 if sec else 0)
+    elif text.strip().isdigit():
+        minutes = int(text.strip())
+    else:
+        raise _usage(f"--slurm-time {text!r}: expected MINUTES, HH:MM:SS or D-HH:MM:SS")
+    if minutes < 1:
+        raise _usage(f"--slurm-time {text!r}: must be at least one minute")
+    return minutes
+
+
+def _executor_options(executor, ray_address, ray_num_cpus, ray_num_gpus, slurm_partition, slurm_gpus_per_task,
+                      slurm_cpus_per_task, slurm_time, slurm_array_parallelism, slurm_cluster, force):
+    """ExecutorOptions from the run flags; bad values exit 2 before anything is planned."""
+    from .executors import ExecutorOptions
+
+    checks = {"--ray-num-cpus": ray_num_cpus > 0, "--ray-num-gpus": ray_num_gpus is None or ray_num_gpus >= 0,
+              "--slurm-gpus-per-task": slurm_gpus_per_task >= 0, "--slurm-cpus-per-task": slurm_cpus_per_task >= 1,
+              "--slurm-array-parallelism": slurm_array_parallelism >= 1,
+              "--slurm-cluster": slurm_cluster in ("slurm", "local", "debug")}
+    bad = [k for k, ok in checks.items() if not ok]
+    if bad:
+        raise _usage(f"{bad[0]}: invalid value")
+    minutes = _slurm_minutes(slurm_time) if executor == "slurm" else 240
+    return ExecutorOptions(ray_address=ray_address, num_cpus=ray_num_cpus, num_gpus=ray_num_gpus,
+                           slurm_partition=slurm_partition, slurm_gpus_per_task=slurm_gpus_per_task,
+                           slurm_time_min=minutes, slurm_array_parallelism=slurm_array_parallelism,
+                           slurm_cpus_per_task=slurm_cpus_per_task, slurm_cluster=slurm_cluster, force=force)
+
+
+def _run_on_engine(executor, plan, out, store_path, opts, quiet, log):
+    """The grid on Ray or Slurm with a progress bar over finished runs; the store is rebuilt from
+    the run folders at the end. Ctrl-C cancels the runs not finished (exit 130)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .executors.grid import run_grid_with
+
+    bar = Progress(TextColumn(f"{executor}: runs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=err_console, disable=quiet, transient=True)
+    try:
+        with bar:
+            task = bar.add_task("runs", total=len(plan.specs))
+            return run_grid_with(executor, plan, out, store_path, opts,
+                                 progress=lambda o: bar.advance(task), log=log)
+    except ValueError as exc:  # engine not installed, no Slurm here, ...
+        raise _usage(str(exc)) from None
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted: the {executor} runs not finished were cancelled; finished runs are in "
+                          f"their folders (mrseg-bench collect --out {out}); the same command resumes the rest",
+                          markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
 
 
 @app.command("plan")

@@ -1,6 +1,6 @@
 """The executor contract: ``execute(name, specs, out, options) -> list[TaskOutcome]``.
 
-A worker is a module-level function ``worker(spec: dict, out: str) -> dict`` named by its dotted
+A worker is a module-level function ``worker(spec: dict, out: str, force: bool) -> dict`` named by its dotted
 path (``"package.module:function"``), so that Ray and submitit can ship it to another process by
 name. Its return value is a small JSON-able summary (``status``, ``run_dir``, ``error``); an
 exception raised by the worker becomes a ``failed`` outcome and the grid goes on.
@@ -25,7 +25,8 @@ class ExecutorOptions:
     cluster), ``num_cpus`` / ``num_gpus`` per task (None: 1 GPU per task when the cluster has
     GPUs, else 0). Slurm: ``slurm_partition``, ``slurm_gpus_per_task``, ``slurm_time_min``,
     ``slurm_array_parallelism``, ``slurm_cluster`` ("slurm"; "local" runs the jobs as local
-    processes through submitit's LocalExecutor, which is how the tests run it)."""
+    processes through submitit's LocalExecutor, which is how the tests run it). ``force``: rerun
+    done runs (each swapped in only when it succeeds)."""
 
     worker: str = DEFAULT_WORKER
     ray_address: str | None = None
@@ -37,6 +38,7 @@ class ExecutorOptions:
     slurm_array_parallelism: int = 16
     slurm_cpus_per_task: int = 4
     slurm_cluster: str = "slurm"
+    force: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -48,6 +50,8 @@ class TaskOutcome:
     status: str
     run_dir: str | None = None
     error: str | None = None
+    run_id: str | None = None
+    note: str | None = None
 
 
 def resolve_worker(path: str) -> Callable[[dict[str, Any], str], dict[str, Any]]:
@@ -64,16 +68,17 @@ def resolve_worker(path: str) -> Callable[[dict[str, Any], str], dict[str, Any]]
     return fn
 
 
-def call_worker(path: str, spec: dict[str, Any], out: str) -> dict[str, Any]:
+def call_worker(path: str, spec: dict[str, Any], out: str, force: bool = False) -> dict[str, Any]:
     """Run one spec in the current process (what a Ray task or a submitit job executes)."""
-    return resolve_worker(path)(spec, out)
+    return resolve_worker(path)(spec, out, force=force)
 
 
 def outcome_from(spec: dict[str, Any], result: Any) -> TaskOutcome:
     """A TaskOutcome from a worker's return value (a dict with status/run_dir/error)."""
     if not isinstance(result, dict):
         return TaskOutcome(spec, "failed", error=f"worker returned {type(result).__name__}, not a dict")
-    return TaskOutcome(spec, str(result.get("status", "failed")), result.get("run_dir"), result.get("error"))
+    return TaskOutcome(spec, str(result.get("status", "failed")), result.get("run_dir"), result.get("error"),
+                       result.get("run_id"), result.get("note"))
 
 
 _EXC_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(Error|Exception|Interrupt)): .*")

@@ -42,7 +42,7 @@ def run_ray(specs: list[dict[str, Any]], out: str, options, progress) -> list[Ta
         ray.init(**init)
     try:
         remote = ray.remote(max_retries=0, **task_resources(ray, options))(call_worker)
-        refs = [remote.remote(options.worker, spec, out) for spec in specs]
+        refs = [remote.remote(options.worker, spec, out, options.force) for spec in specs]
         index = {ref: i for i, ref in enumerate(refs)}
         outcomes: list[TaskOutcome | None] = [None] * len(specs)
         pending = list(refs)

@@ -45,8 +45,8 @@ def _job_class(submitit):
     class SpecJob(submitit.helpers.Checkpointable):
         """Runs one spec; on preemption or time-out submitit requeues it with the same args."""
 
-        def __call__(self, worker: str, spec: dict[str, Any], out: str) -> dict[str, Any]:
-            return call_worker(worker, spec, out)
+        def __call__(self, worker: str, spec: dict[str, Any], out: str, force: bool) -> dict[str, Any]:
+            return call_worker(worker, spec, out, force)
 
     return SpecJob
 
@@ -56,7 +56,8 @@ def run_slurm(specs: list[dict[str, Any]], out: str, options, progress,
     submitit = _import_submitit()
     ex = make_executor(submitit, out, options)
     n = len(specs)
-    jobs = ex.map_array(_job_class(submitit)(), [options.worker] * n, list(specs), [out] * n)
+    jobs = ex.map_array(_job_class(submitit)(), [options.worker] * n, list(specs), [out] * n,
+                        [options.force] * n)
     outcomes: list[TaskOutcome | None] = [None] * n
     pending = set(range(n))
     try:

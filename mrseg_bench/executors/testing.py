@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 
-def echo_worker(spec: dict[str, Any], out: str) -> dict[str, Any]:
+def echo_worker(spec: dict[str, Any], out: str, force: bool = False) -> dict[str, Any]:
     time.sleep(float(spec.get("sleep", 0)))
     if spec.get("fail"):
         raise RuntimeError(f"boom in {spec.get('name')}")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 
-def run_spec_worker(spec: dict[str, Any], out: str) -> dict[str, Any]:
-    """Claim, train, evaluate and write ``result.json`` for one run spec (see runner.run_spec)."""
-    from ..runner import run_spec  # noqa: PLC0415 - imported in the worker process
+def run_spec_worker(spec: dict[str, Any], out: str, force: bool = False) -> dict[str, Any]:
+    """Claim, train, evaluate and write ``result.json`` for one run spec (``spec.run_spec``)."""
+    from ..spec import run_spec  # imported in the worker process
 
-    return run_spec(spec, out)
+    return run_spec(spec, out, force=force)
