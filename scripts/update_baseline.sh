@@ -4,7 +4,9 @@
 # step, whose values are the chance levels. Entries at the floor or within 0.1 of chance are
 # written "gated": false (rule: mrseg_bench/reports/gating.py, docs/metrics.md). The ci run is
 # seeded and deterministic on CPU; commit a new baseline only with a reason (a method changed on
-# purpose). About 2 minutes on 2 CPU cores.
+# purpose). About 2 minutes of CPU. Default tolerance 0.04: reruns are bit-identical, but
+# --set run.num_threads=2 (another float summation order, a stand-in for another CPU) moved
+# values by up to 0.018 after the ci preset's 10 epochs.
 # Usage: scripts/update_baseline.sh [python-bin-dir]
 set -euo pipefail
 BIN="${1:-$(dirname "$(command -v mrseg-bench)")}"
@@ -16,4 +18,5 @@ run() { "$BIN/mrseg-bench" run --methods "$METHODS" --preset ci --seeds 0 --devi
 run --out "$OUT/trained"
 run --out "$OUT/chance" --set epochs=1 --set run.max_steps_per_epoch=1
 "$BIN/python" -m mrseg_bench.reports.gating --store "$OUT/trained/results.sqlite" \
-  --chance-store "$OUT/chance/results.sqlite" --baseline benchmarks/baseline.json
+  --chance-store "$OUT/chance/results.sqlite" --baseline benchmarks/baseline.json \
+  --default-tolerance 0.04

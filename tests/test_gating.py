@@ -69,3 +69,17 @@ def test_command_line_needs_existing_stores(tmp_path, capsys):
         main(["--store", str(tmp_path / "none.sqlite"), "--baseline", str(tmp_path / "b.json")])
     assert err.value.code == 2 and "none.sqlite: no such results store" in capsys.readouterr().err
     assert not (tmp_path / "b.json").exists()
+
+
+def test_command_line_writes_a_marked_baseline_with_its_tolerance(tmp_path, capsys):
+    from mrseg_bench.reports.demo import write_demo_store
+
+    store = write_demo_store(tmp_path / "s.sqlite", n_cases=4)
+    base = tmp_path / "b.json"
+    assert main(["--store", str(store), "--chance-store", str(store), "--baseline", str(base),
+                 "--default-tolerance", "0.04"]) == 0
+    data = load_baseline(base)
+    assert data["tolerance"]["default"] == 0.04 and data["tolerance"]["per_rater_dice_matched"] == 0.05
+    # every value equals its own chance value here, so nothing is gated
+    assert data["entries"] and not any(e["gated"] for e in data["entries"])
+    assert "0 gated" in capsys.readouterr().out

@@ -20,7 +20,7 @@ above chance that losing more than the tolerance is a regression, not noise at t
 Command line (used by ``scripts/update_baseline.sh``)::
 
     python -m mrseg_bench.reports.gating --store T.sqlite --chance-store C.sqlite \\
-        --baseline benchmarks/baseline.json
+        --baseline benchmarks/baseline.json [--default-tolerance 0.04]
 """
 
 from __future__ import annotations
@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chance-store", type=Path, help="the same grid trained for one step")
     p.add_argument("--baseline", type=Path, required=True, help="baseline JSON to write")
     p.add_argument("--margin", type=float, default=GATE_MARGIN)
+    p.add_argument("--default-tolerance", type=float, default=None,
+                   help="set the baseline's default absolute tolerance (else kept from the old file)")
     a = p.parse_args(argv)
     for path in (a.store, a.chance_store):
         if path is not None and not path.is_file():
@@ -87,6 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     chance = current_values(a.chance_store)[0] if a.chance_store else None
     entries = gate_entries(metric_now, chance, a.margin)
     previous = load_baseline(a.baseline) if a.baseline.is_file() else None
+    if a.default_tolerance is not None:
+        if not a.default_tolerance >= 0:
+            p.error(f"--default-tolerance must be >= 0, got {a.default_tolerance}")
+        from .check import DEFAULT_THROUGHPUT, DEFAULT_TOLERANCE
+
+        previous = previous or {"tolerance": dict(DEFAULT_TOLERANCE), "throughput": DEFAULT_THROUGHPUT}
+        previous["tolerance"] = {**previous["tolerance"], "default": a.default_tolerance}
     write_baseline(a.baseline, entries, thr_now, previous)
     n = sum(e["gated"] for e in entries)
     print(f"baseline {a.baseline} written: {len(entries)} values, {n} gated, "
