@@ -1,4 +1,4 @@
-"""The method contract (DESIGN.md "Methods").
+"""The method contract (docs/design.md "Method contract").
 
 A method is registered by a decorated factory, timm-style::
 

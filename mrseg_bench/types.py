@@ -1,4 +1,4 @@
-"""The data contract every dataset, method and metric agrees on (see DESIGN.md).
+"""The data contract every dataset, method and metric agrees on (see docs/design.md).
 
 - A sample: ``image`` float32 ``[C,H,W]``; ``masks`` uint8 ``[R,H,W]`` in {0,1}, one per rater,
   rater order fixed within a dataset; ``rater_valid`` bool ``[R]``; ``case_id``; ``group_id``

@@ -58,7 +58,7 @@ def _files(root: Path) -> list[Path]:
     (["--methods", "toy", "--set", "colour=1"], "no selected method has this key; valid:"),
     (["--methods", "toy", "--set", "run.speed=1"], "unknown key(s) speed; valid:"),
     (["--methods", "toy", "--data-root", "/no/such/dir"], "--data-root /no/such/dir: does not exist"),
-    (["--methods", "toy", "--preset", "huge"], "unknown preset 'huge'; valid: default, paper, smoke"),
+    (["--methods", "toy", "--preset", "huge"], "unknown preset 'huge'; valid: ci, default, paper, smoke"),
     (["--methods", "toy", "--seeds", "a,b"], "--seeds 'a,b': expected comma-separated integers"),
     (["--methods", "toy", "--device", "tpu"], "choose auto|cpu|cuda"),
     (["--methods", "toy", "--precision", "fp8"], "precision='fp8' is not one of ['auto', 'bf16', 'fp32']"),

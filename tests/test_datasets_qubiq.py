@@ -12,13 +12,18 @@ import torch
 from mrseg_bench.datasets import make_split, safe_load
 from mrseg_bench.registry import DATASETS
 
-QUBIQ_DIR = Path(__file__).parents[2] / "shared" / "data" / "qubiq_brain_growth"
 qubiq = DATASETS.get("qubiq")
 
 
-def test_real_brain_growth_pickle() -> None:
-    ds = qubiq(QUBIQ_DIR / "brain_growth_alpha.pkl", image_size=None)
-    raw = safe_load(QUBIQ_DIR / "brain_growth_alpha.pkl")
+@pytest.fixture
+def qubiq_dir(shared_path) -> Path:
+    """The real brain-growth sample in ../shared (skips, or fails under MRSEG_BENCH_REQUIRE_SHARED=1)."""
+    return shared_path("data/qubiq_brain_growth/brain_growth_alpha.pkl").parent
+
+
+def test_real_brain_growth_pickle(qubiq_dir: Path) -> None:
+    ds = qubiq(qubiq_dir / "brain_growth_alpha.pkl", image_size=None)
+    raw = safe_load(qubiq_dir / "brain_growth_alpha.pkl")
     assert len(ds) == 39 and ds.info.num_raters == 7 and ds.info.image_size == (128, 128)
     assert ds.info.rater_identity == "fixed" and ds.info.in_channels == 1
     assert ds.case_ids[0] == "case01" and ds.group_ids[:2] == ["case01", "case02"]
@@ -35,12 +40,12 @@ def test_real_brain_growth_pickle() -> None:
     assert len(sp.test) == 8 and len(sp.val) == 6 and len(sp.train) == 25
 
 
-def test_real_pickle_from_folder_resized() -> None:
-    ds = qubiq(QUBIQ_DIR, image_size=64)  # folder with a .pkl and no task folders
+def test_real_pickle_from_folder_resized(qubiq_dir: Path) -> None:
+    ds = qubiq(qubiq_dir, image_size=64)  # folder with a .pkl and no task folders
     s = ds[0]
     assert s.image.shape == (1, 64, 64) and s.masks.shape == (7, 64, 64)
     assert set(s.masks.unique().tolist()) <= {0, 1}
-    full = qubiq(QUBIQ_DIR)[0].masks.float().sum((1, 2))
+    full = qubiq(qubiq_dir)[0].masks.float().sum((1, 2))
     assert torch.allclose(s.masks.float().sum((1, 2)) * 4, full, rtol=0.1)
 
 

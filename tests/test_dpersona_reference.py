@@ -1,5 +1,5 @@
 """Loading checkpoints of the public D-Persona code: the state-dict listed in
-``<repo>/../shared/reference/dpersona_state_dict.tsv`` (every key, shape, dtype) loads, bad
+``tests/data/dpersona_state_dict.tsv`` (every key, shape, dtype; vendored) loads, bad
 dicts fail naming the key, and the loaded model computes what the reference architecture
 computes (an independent functional re-implementation from the reference's layer layout)."""
 
@@ -22,13 +22,11 @@ from mrseg_bench.methods.dpersona import (
 )
 from mrseg_bench.types import DatasetInfo
 
-TSV = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "dpersona_state_dict.tsv"
+TSV = Path(__file__).resolve().parent / "data" / "dpersona_state_dict.tsv"
 DTYPES = {"float32": torch.float32, "int64": torch.int64}
 
 
 def read_tsv() -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-    if not TSV.is_file():
-        raise FileNotFoundError(f"reference state-dict listing not found: {TSV} (shared/ must sit beside the repo)")
     out = {}
     for line in TSV.read_text().splitlines():
         if not line.strip() or line.startswith("#"):

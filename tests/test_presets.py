@@ -15,14 +15,14 @@ from mrseg_bench.runner import plan_grid
 
 
 def test_shipped_presets():
-    assert preset_names() == ["default", "paper", "smoke"]
+    assert preset_names() == ["ci", "default", "paper", "smoke"]
     for name in preset_names():
         p = load_preset(name)
         assert p.name == name and p.description
         apply_overrides(RunConfig(), p.run, where=f"preset {name}")  # every run key is valid
 
 
-@pytest.mark.parametrize("name", ["smoke", "default", "paper"])
+@pytest.mark.parametrize("name", ["smoke", "ci", "default", "paper"])
 def test_every_method_key_reaches_a_method(name):
     p = load_preset(name)
     methods = METHODS.names()
@@ -79,7 +79,7 @@ def test_pattern_sections_are_lenient_exact_sections_strict():
 
 
 def test_load_preset_errors(tmp_path):
-    with pytest.raises(ValueError, match="unknown preset 'nope'; valid: default, paper, smoke"):
+    with pytest.raises(ValueError, match="unknown preset 'nope'; valid: ci, default, paper, smoke"):
         load_preset("nope")
     with pytest.raises(FileNotFoundError, match="missing.toml"):
         load_preset(str(tmp_path / "missing.toml"))

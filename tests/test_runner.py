@@ -71,7 +71,7 @@ def test_config_hash_canonical_and_sensitive(toy_preset):
     (dict(methods="nope"), "unknown method 'nope'; known: .*toy"),
     (dict(methods="zz*"), "matches nothing"),
     (dict(datasets="nodata"), "unknown dataset 'nodata'; known: .*toyset"),
-    (dict(preset="huge"), "unknown preset 'huge'; valid: default, paper, smoke"),
+    (dict(preset="huge"), "unknown preset 'huge'; valid: ci, default, paper, smoke"),
     (dict(sets=["colour=red"]), "no selected method has this key; valid: .*width"),
     (dict(sets=["width=wide"]), "width='wide' is not a valid int"),
     (dict(sets=["toy.colour=1"]), "unknown key.*colour; valid: .*width"),

@@ -12,7 +12,7 @@ import pytest
 
 from mrseg_bench.datasets.safe_pickle import UnsafePickleError, safe_load, safe_loads
 
-QUBIQ_PKL = Path(__file__).parents[2] / "shared" / "data" / "qubiq_brain_growth" / "brain_growth_alpha.pkl"
+QUBIQ_PKL = "data/qubiq_brain_growth/brain_growth_alpha.pkl"  # below ../shared
 
 
 class _WritesFile:
@@ -54,8 +54,8 @@ def test_roundtrip_numpy_and_builtins(protocol: int) -> None:
     assert np.array_equal(out["fortran"], data["fortran"])
 
 
-def test_real_qubiq_pickle_loads() -> None:
-    data = safe_load(QUBIQ_PKL)
+def test_real_qubiq_pickle_loads(shared_path) -> None:
+    data = safe_load(shared_path(QUBIQ_PKL))
     assert len(data) == 39
     first = data["case01"]
     assert first["image"].shape == (128, 128) and first["image"].dtype == np.uint8

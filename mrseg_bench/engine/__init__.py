@@ -1,5 +1,5 @@
 """The engine: training loop (``train``), evaluation (``evaluate``), profiling (``profile_method``)
-and the settings they share (``RunConfig``). See DESIGN.md "Engine, store and reports"."""
+and the settings they share (``RunConfig``). See docs/design.md "Engine, store, reports"."""
 
 from .evaluate import evaluate, mean_metric, metric_suite
 from .profile import count_parameters, flops_per_image, profile_method

@@ -3,7 +3,7 @@
 Counts come from one batched matrix product (``|a ∧ b| = a · b`` for 0/1 vectors), exact in
 float32 while a mask has fewer than 2**24 pixels (float64 is used beyond that).
 
-Conventions (named, never hidden; see REFERENCE.md "Metrics"):
+Conventions (named, never hidden; see docs/metrics.md):
 
 - ``"standard"`` (default): IoU = |a∧b| / |a∨b| and Dice = 2|a∧b| / (|a|+|b|); two empty masks
   have IoU = Dice = 1 (PHiSeg / Kohl).

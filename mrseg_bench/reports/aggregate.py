@@ -1,4 +1,4 @@
-"""Aggregation (REFERENCE "Aggregation"): per case -> mean over test cases per run ->
+"""Aggregation (docs/metrics.md "Aggregation"): per case -> mean over test cases per run ->
 mean ± std over seeds (std with ddof=1; one seed gives std NaN, rendered without ±).
 
 Metric keys: a per-case metric keeps its name (``"ged"``); a per-rater row becomes

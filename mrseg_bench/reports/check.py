@@ -13,7 +13,8 @@ NaN). A metric FAILS when it moved in its bad direction by more than its toleran
 higher-is-better, higher for lower-is-better, either way for descriptive metrics such as
 ``sample_diversity`` and ``rater_disagreement``); moving the good way is reported, not failed.
 A baselined run or metric that is missing now fails. Runs or metrics absent from the baseline
-are listed as new. Throughput (inference images/s) is compared only when ``enabled`` (shared
+are listed as new. Entries marked ``"gated": false`` (values at the floor or at chance; rule in
+``gating.py``) are listed as not gated and never fail. Throughput (inference images/s) is compared only when ``enabled`` (shared
 CI machines are noisy): it fails when it dropped by more than ``rel_tolerance`` (relative).
 
 Tolerance (measured, not guessed) with the smoke grid of ``scripts/update_baseline.sh``
@@ -38,6 +39,7 @@ from typing import Any
 
 from .aggregate import profile_values, run_means
 from .columns import base_metric, higher_is_better, metric_spec
+from .gating import gate_entries
 from .loader import SelectionError, load_results, select_experiment
 
 VERSION = 1
@@ -177,7 +179,9 @@ def load_baseline(path: Path) -> dict[str, Any]:
             raise ValueError(f"baseline {path}: entries[{i}] needs keys {[*RUN_KEY, 'metric', 'value']}")
         if e["value"] is not None and not number(e["value"]):
             raise ValueError(f"baseline {path}: entries[{i}].value must be a finite number or null")
-        key = (*(str(e[k]) for k in RUN_KEY), str(e["metric"]))
+        if not isinstance(e.get("gated", True), bool):
+            raise ValueError(f"baseline {path}: entries[{i}].gated must be true or false")
+        key = (*(str(e[k]) for k in RUN_KEY), _config_id(e), str(e["metric"]))  # two configs may share a run key
         if key in seen:
             raise ValueError(f"baseline {path}: entries[{i}] repeats entries[{seen[key]}] "
                              f"({'/'.join(key)}); each run and metric may appear once")
@@ -232,12 +236,15 @@ def compare(baseline: dict[str, Any], metric_now: list[dict], thr_now: list[dict
     base_runs = {_run_id(e) for e in baseline["entries"]}
     fails: list[list[str]] = []
     better: list[list[str]] = []
-    n_ok = 0
+    n_ok = n_ungated = 0
     for run in sorted(base_runs - runs_now, key=str):
         fails.append([*map(str, run), "*", "", "", "", "", "MISSING RUN"])
     for e in baseline["entries"]:
         run = _run_id(e)
         if run not in runs_now:
+            continue
+        if e.get("gated", True) is False:
+            n_ungated += 1
             continue
         name = str(e["metric"])
         allowed = float(tolerance if tolerance is not None else tol.get(base_metric(name), _spec_tolerance(name, tol)))
@@ -285,6 +292,8 @@ def compare(baseline: dict[str, Any], metric_now: list[dict], thr_now: list[dict
     lines = [f"regression check: {'PASS' if ok else 'FAIL'} — {n_ok} within tolerance, "
              f"{len(better)} better, {len(fails)} failing, {len(new)} new "
              f"(tolerance {tol_text})"]
+    if n_ungated:
+        lines[0] += f"; {n_ungated} not gated (at floor or chance)"
     if fails:
         lines += ["", "Failing:"] + _table(fails)
     if better:
@@ -299,7 +308,9 @@ def compare(baseline: dict[str, Any], metric_now: list[dict], thr_now: list[dict
 def write_baseline(path: Path, metric_now: list[dict], thr_now: list[dict],
                    previous: dict[str, Any] | None = None) -> None:
     """Write a baseline from current entries, keeping a previous file's tolerance and
-    throughput settings."""
+    throughput settings. Entries without a ``gated`` flag get one (``gating.gate_entries``)."""
+    if any("gated" not in e for e in metric_now):
+        metric_now = gate_entries(metric_now)
     tol = dict(previous["tolerance"]) if previous else dict(DEFAULT_TOLERANCE)
     thr_prev = previous["throughput"] if previous else DEFAULT_THROUGHPUT
     data = {

@@ -1,4 +1,4 @@
-"""D-Persona configuration (defaults = the reference hyperparameters, see REFERENCE.md)."""
+"""D-Persona configuration (defaults = the reference hyperparameters, see docs/methods.md)."""
 
 from __future__ import annotations
 
