@@ -150,6 +150,7 @@ def train(method: Method, model: nn.Module, dataset, split, cfg: RunConfig, run_
                 task = progress.add_task(f"{name} {stage.name}", total=stage.epochs, completed=start_epoch, info="")
             for epoch in range(start_epoch, stage.epochs):
                 t0 = time.perf_counter()
+                method.begin_epoch(runnable, stage, epoch)
                 method.train_mode(runnable, stage)
                 loader = make_batches(dataset, train_idx, cfg.batch_size, shuffle=True,
                                       seed=epoch_seed(seed, epoch, k), num_workers=cfg.num_workers)
