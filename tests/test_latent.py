@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.distributions import Independent, Normal, kl_divergence
+from torch.distributions import kl_divergence
 
 from mrseg_bench.datasets.synthetic import SyntheticMultiRater
 from mrseg_bench.latent import diagonal_gaussian, kl_loss, kl_warmup_weight, sigma_from
