@@ -51,28 +51,6 @@ def _fmt(value: float, kind: str) -> str:
     return f"{value:.4f}"
 
 
-def _summary_table(frame) -> Table:
-    from .runner import SUMMARY_METRICS, SUMMARY_PROFILE
-
-    heads = {"ged": "GED", "dice_soft": "Dice soft", "dice_match": "Dice match",
-             "per_rater_dice_mean": "Dice pers.", "consensus_dice": "Dice cons.", "params": "params",
-             "flops_per_image": "FLOPs/img", "train_images_per_s": "train img/s",
-             "infer_images_per_s": "infer img/s", "latency_p50_ms": "p50 ms"}
-    cols = (*SUMMARY_METRICS, *SUMMARY_PROFILE)
-    datasets = list(dict.fromkeys(frame["dataset"]))
-    table = Table(title=f"mrseg-bench results on {', '.join(datasets)} (mean over seeds; "
-                        f"{DASH} = not a capability of the method)")
-    if len(datasets) > 1:
-        table.add_column("dataset")
-    table.add_column("method")
-    for c in cols:
-        table.add_column(heads[c], justify="right")
-    for _, row in frame.iterrows():
-        first = [str(row["dataset"])] if len(datasets) > 1 else []
-        table.add_row(*first, str(row["method"]), *[_fmt(row[c], c) for c in cols])
-    return table
-
-
 @app.command()
 def run(
     methods: str = typer.Option(..., "--methods", "-m", help="Comma list of methods; fnmatch wildcards allowed (e.g. 'dpersona,fusion.*')."),
@@ -89,56 +67,113 @@ def run(
     out: Path = typer.Option(Path("runs"), "--out", "-o", help="Experiment folder root."),
     store: Path | None = typer.Option(None, "--store", help="Results store (default <out>/results.sqlite)."),
     force: bool = typer.Option(False, "--force", help="Rerun runs already done with the same config hash."),
+    experiment: str | None = typer.Option(None, "--experiment", "-e", help="Label of this grid in the store and reports (default: the preset's name; a user preset file: its path)."),
+    reuse_results: bool = typer.Option(False, "--reuse-results", help="Skip runs done before on other code (same config, data, device otherwise) instead of rerunning them."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or tables."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write the report tables into <out>/report/."),
 ) -> None:
     """Train, evaluate and profile the grid methods x datasets x seeds; store and report results."""
-    from .runner import UsageError, plan_grid, run_grid, summarize
+    from .reports.summary import summarize, summary_table
+    from .runner import UsageError, plan_grid, run_grid
     from .store import ResultsStore
 
     seed_list = _seeds(seeds)
+    _check_out_dir(out, "--out")
     sets = list(set_) + (["run.channels_last=true"] if channels_last else []) + (
         ["run.compile=true"] if compile_ else []) + ([f"run.grad_clip={grad_clip}"] if grad_clip is not None else [])
     try:
-        plan = plan_grid(methods, dataset, seed_list, preset, sets, data_root, device, precision)
+        plan = plan_grid(methods, dataset, seed_list, preset, sets, data_root, device, precision, experiment)
     except UsageError as exc:
         raise _usage(str(exc)) from None
     store_path = store or out / "results.sqlite"
     if store_path.exists():
         try:
-            ResultsStore(store_path).close()
+            with ResultsStore(store_path) as st:  # refuses a foreign or empty file without touching it
+                if st.readonly:
+                    raise ValueError(f"results store {store_path}: not writable (read-only file or folder)")
         except ValueError as exc:
             raise _usage(str(exc)) from None
+    else:
+        _check_out_dir(store_path.parent, "--store")
+    _make_out_dir(out)
     log = (lambda s: None) if quiet else (lambda s: console.print(s, markup=False, highlight=False, soft_wrap=True))
     if not quiet:
         spec0 = plan.specs[0]
-        console.print(f"{len(plan.specs)} run(s); preset {plan.preset.name}; device {spec0.device} "
+        console.print(f"{len(plan.specs)} run(s); preset {plan.preset.name}; experiment {spec0.experiment}; "
+                      f"device {spec0.device} "
                       f"({spec0.precision}); out {out}; store {store_path}", markup=False, soft_wrap=True)
-    outcomes = run_grid(plan, out, store_path, force=force, quiet=quiet, log=log)
+    outcomes = run_grid(plan, out, store_path, force=force, quiet=quiet, log=log, reuse_results=reuse_results)
     failed = [o for o in outcomes if o.status == "failed"]
     with ResultsStore(store_path) as st:
         frame = summarize(st, [o.run_id for o in outcomes if o.status in ("done", "skipped") and o.run_id])
     if not quiet and not frame.empty:
-        console.print(_summary_table(frame))
+        console.print(summary_table(frame))
+    report_ok = True
     if report:
-        _write_report(store_path, out / "report", quiet)
+        experiment = getattr(plan, "experiment", None) or plan.preset.name
+        report_ok = _write_report(store_path, out / "report", quiet, experiment)
     for o in failed:
         err_console.print(f"failed: {o.spec.method} {o.spec.dataset} seed {o.spec.seed}: {o.error} "
                           f"(see {o.run_dir}/error.txt)", markup=False, highlight=False)
-    if failed:
+    if failed or not report_ok:
         raise typer.Exit(1)
 
 
-def _write_report(store_path: Path, out_dir: Path, quiet: bool) -> None:
+def _write_report(store_path: Path, out_dir: Path, quiet: bool, experiment: str | None = None) -> bool:
+    """Write the report of ``experiment``; False (error printed) when it fails: the runs are
+    stored, so the grid is not lost, but the command exits non-zero."""
     from .reports.report import write_report
 
     try:
-        paths = write_report(store_path, out_dir)
-    except Exception as exc:  # noqa: BLE001 - the runs are stored; a report failure is reported only
-        err_console.print(f"warning: report failed: {type(exc).__name__}: {exc}", markup=False)
-        return
+        paths = write_report(store_path, out_dir, experiment=experiment)
+    except Exception as exc:  # noqa: BLE001 - the runs are stored; report the failure, exit 1
+        err_console.print(f"error: report failed: {type(exc).__name__}: {exc} (the runs are stored; "
+                          f"rerun `mrseg-bench report --store {store_path}`)", markup=False)
+        return False
     if not quiet:
         console.print(f"report: {len(paths)} file(s) in {out_dir}", markup=False)
+    return True
+
+
+def _out_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be (or become) a writable folder, or None. Writes nothing."""
+    import os
+
+    probe = path  # the folder itself, or the nearest existing folder above it
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    where = "" if probe == path else f" ({probe})"
+    if probe.exists() and not probe.is_dir():
+        return f"is a file, not a folder{where}" if probe == path else f"{probe} is a file, not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        try:
+            read_only = bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
+        except OSError:
+            read_only = False
+        return f"{'read-only file system' if read_only else 'permission denied'}{where}"
+    return None
+
+
+def _check_out_dir(path: Path, option: str) -> None:
+    """Exit 2 with one line naming ``path`` when it cannot be a writable output folder."""
+    problem = _out_problem(path)
+    if problem:
+        raise _usage(f"{option} {path}: {problem}")
+
+
+def _make_out_dir(path: Path, option: str = "--out") -> None:
+    """Create the output folder and probe it with a temp file; exit 2 with one line on failure
+    (a read-only mount that ``os.access`` did not reveal, a full disk, ...)."""
+    import os
+    import tempfile
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".mrseg-write-probe-", dir=path)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise _usage(f"{option} {path}: not writable ({exc.strerror or exc})") from None
 
 
 @app.command("list")
@@ -238,16 +273,26 @@ def profile(
 def report(
     store: Path = typer.Option(Path("runs/results.sqlite"), "--store", help="Results store to read."),
     out: Path = typer.Option(Path("runs/report"), "--out", "-o", help="Folder for the tables and figures."),
+    reference: str | None = typer.Option(None, "--reference", help="Method (or row label such as 'dpersona (beta=1.0)') significance is tested against (default: dpersona when present)."),
+    experiment: str | None = typer.Option(None, "--experiment", help="Experiment to report (default: the store's only one)."),
 ) -> None:
     """Write LaTeX / Markdown / CSV tables and figures from the results store."""
     if not store.is_file():
         raise _usage(f"--store {store}: no such results store")
     from .reports.report import write_report
 
+    _check_out_dir(out, "--out")
+    _make_out_dir(out)
     try:
-        paths = write_report(store, out)
+        paths = write_report(store, out, reference=reference, experiment=experiment)
     except ValueError as exc:
         raise _usage(str(exc)) from None
+    except OSError as exc:
+        raise _usage(f"--out {out}: cannot write the report ({exc.strerror or exc}"
+                     f"{': ' + str(exc.filename) if exc.filename else ''})") from None
+    except Exception as exc:  # noqa: BLE001 - any other failure: one line, exit 1
+        err_console.print(f"error: report failed: {type(exc).__name__}: {exc}", markup=False)
+        raise typer.Exit(1) from None
     for p in paths:
         console.print(str(p), markup=False, highlight=False)
 
@@ -271,6 +316,35 @@ def check(
     console.print(text, markup=False, highlight=False)
     if not ok:
         raise typer.Exit(1)
+
+
+data_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Look at a dataset before benchmarking on it.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("check")
+def data_check(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset name (folder, lidc, qubiq, ...)."),
+    data_root: Path | None = typer.Option(None, "--data-root", help="Folder holding the dataset files."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write summary.json and preview.png here."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Dataset option key=value (repeatable)."),
+) -> None:
+    """Validate every file, list every problem, summarise raters and agreement; exit 2 on problems."""
+    from .datacheck import check_dataset, format_summary
+
+    opts = {}
+    for item in set_:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise _usage(f"--set {item!r}: expected key=value")
+        opts[key.strip().removeprefix("dataset.")] = value.strip()
+    try:
+        result = check_dataset(dataset, data_root, opts, out)
+    except (ValueError, KeyError) as exc:
+        raise _usage(str(exc).splitlines()[0]) from None
+    console.print(format_summary(result), markup=False, highlight=False, soft_wrap=True)
+    if not result.ok:
+        raise typer.Exit(2)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,12 +2,16 @@
 train -> evaluate -> profile -> store.
 
 Experiment folders are predictable, nnU-Net style:
-``<out>/<dataset>/<method>/<preset>_seed<k>_<hash8>/`` holding config.json, split.json,
-checkpoints/, train_log.jsonl, metrics.csv (and error.txt for a failed run). The config hash is
-the sha256 of the canonical JSON of (method, method config, dataset, dataset options, run config,
-device type, precision, seed, preset, protocol, package version). A run already ``done`` in the
-store with the same hash is skipped unless ``force``; an interrupted run resumes from its
-checkpoints. One failing run is recorded as failed and the grid goes on.
+``<out>/<dataset>/<method>/<experiment>_seed<k>_<hash8>/`` holding config.json, split.json,
+checkpoints/, train_log.jsonl, metrics.csv (and error.txt for a failed run); ``<experiment>`` is
+``identity.experiment_slug`` of the experiment name (a user preset's path becomes
+``<stem>-<hash6>``). The config hash is the sha256 of the canonical JSON of (method, method
+config, dataset, dataset options, data fingerprint, run config incl. protocol and convention,
+device type, precision, seed, preset, experiment, code identity); see ``mrseg_bench.identity``.
+A run already ``done`` in the store with the same hash is skipped unless ``force``; with
+``reuse_results`` a done run whose config differs only in the code identity is skipped too. An
+interrupted run resumes from its checkpoints. One failing run is recorded as failed and the grid
+goes on.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from typing import Any
 
 import torch
 
-from . import __version__
+from . import __version__, identity
 from .config import apply_overrides
 from .engine.data import limit, make_batches, prepare
 from .engine.device import reset_peak_memory, resolve_device, resolve_precision, seed_everything
@@ -68,9 +72,15 @@ class RunSpec:
     precision: str
     config: dict[str, Any] = field(default_factory=dict)
     config_hash: str = ""
+    experiment: str = ""  # the grid's label (default: the preset's name; a user preset: its path)
+    overrides: dict[str, Any] = field(default_factory=dict)  # what --set changed vs the preset
+    data_fingerprint: str = ""  # identity.data_fingerprint of the dataset
+    code: dict[str, Any] = field(default_factory=dict)  # identity.code_identity()
+    reuse_hash: str = ""  # identity.reuse_hash(config): the config hash without the code identity
 
     def run_dir(self, out: Path) -> Path:
-        return Path(out) / self.dataset / self.method / f"{self.preset}_seed{self.seed}_{self.config_hash[:8]}"
+        name = identity.experiment_slug(self.experiment or self.preset)
+        return Path(out) / self.dataset / self.method / f"{name}_seed{self.seed}_{self.config_hash[:8]}"
 
 
 @dataclass
@@ -164,15 +174,63 @@ def _check_options(factory: Callable, dataset: str, opts: dict[str, Any]) -> Non
         raise UsageError(f"dataset {dataset!r}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
 
 
+def _differences(now: dict[str, Any], base: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{prefix + key: now[key]}`` for the keys whose value differs from ``base``'s (JSON-able)."""
+    now, base = _jsonable(now), _jsonable(base)
+    return {f"{prefix}{k}": v for k, v in now.items() if k not in base or base[k] != v}
+
+
+def _experiment_name(experiment: str | None, preset_obj: Preset) -> str:
+    """The grid's experiment name: ``experiment`` (checked: a safe name that is not another
+    built-in preset's) or the preset's name (a user preset file: its path)."""
+    from .presets import preset_names
+
+    if experiment is None:
+        return preset_obj.name
+    try:
+        identity.check_name(experiment, "--experiment")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if experiment in preset_names() and experiment != preset_obj.name:
+        raise UsageError(f"--experiment {experiment!r} is the name of a built-in preset's results; "
+                         f"choose another name")
+    return experiment
+
+
+def _canonical_options(factory: Callable, opts: dict[str, Any]) -> dict[str, Any]:
+    """Every option of dataset ``factory`` with its value: the defaults, overridden by ``opts``
+    converted to the annotated types (``"12"`` from ``--set`` and ``12`` from a preset are one
+    config). Options the factory does not annotate are kept as given."""
+    import inspect
+    import typing
+
+    from .config import _convert
+
+    target = inspect.unwrap(factory)
+    try:
+        params = inspect.signature(target).parameters
+        hints = typing.get_type_hints(target)
+    except (TypeError, ValueError, NameError):
+        return dict(opts)
+    out = {n: p.default for n, p in params.items()
+           if n != "root" and p.default is not inspect.Parameter.empty
+           and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    for k, v in opts.items():
+        out[k] = _convert(v, hints[k], k, "dataset") if k in hints else v
+    return out
+
+
 def plan_grid(methods: str, datasets: str = "synthetic", seeds: Sequence[int] = (0,), preset: str = "default",
               sets: Sequence[str] = (), data_root: str | Path | None = None, device: str | None = None,
-              precision: str | None = None) -> Plan:
-    """Validate every input and build the run specs (and datasets). Writes nothing.
+              precision: str | None = None, experiment: str | None = None) -> Plan:
+    """Validate every input and build the run specs (and datasets). Writes nothing (but the
+    data fingerprint cache, ``identity.cache_dir()``).
 
     Raises UsageError (a one-line message naming the valid choices) on bad input.
     """
     try:
         preset_obj = load_preset(preset)
+        experiment_name = _experiment_name(experiment, preset_obj)
         method_names = METHODS.resolve(methods)
         dataset_names = DATASETS.resolve(datasets)
         if not seeds:
@@ -197,6 +255,8 @@ def plan_grid(methods: str, datasets: str = "synthetic", seeds: Sequence[int] = 
         prec = resolve_precision(run_cfg.precision, dev)
         built: dict[str, Any] = {}
         ds_opts: dict[str, dict[str, Any]] = {}
+        canon_opts: dict[str, dict[str, Any]] = {}
+        preset_opts: dict[str, dict[str, Any]] = {}
         splits: dict[str, Any] = {}
         for d in dataset_names:
             opts = {**preset_obj.dataset_options(d), **ds_o}
@@ -210,28 +270,43 @@ def plan_grid(methods: str, datasets: str = "synthetic", seeds: Sequence[int] = 
             _check_options(factory, d, opts)
             built[d] = factory(root=root, **opts)
             ds_opts[d] = opts
+            canon_opts[d] = _canonical_options(factory, opts)
+            preset_opts[d] = _canonical_options(factory, preset_obj.dataset_options(d))
             splits[d] = make_run_split(built[d], run_cfg)  # bad folds/fractions fail here, not mid-grid
+        fingerprints = {d: identity.data_fingerprint(built[d]) for d in dataset_names}
         objs: dict[str, Method] = {}
+        overrides: dict[str, dict[str, Any]] = {}
+        preset_run = {k: v for k, v in dataclasses.asdict(apply_overrides(RunConfig(), preset_obj.run, where="run"))
+                      .items() if k not in _HASH_EXCLUDE}
+        run_diff = _differences({k: v for k, v in dataclasses.asdict(run_cfg).items() if k not in _HASH_EXCLUDE},
+                                preset_run, "run.")
         for m in method_names:
             over = {**preset_obj.method_overrides(m, defaults[m]), **meth_o[m]}
             cfg = apply_overrides(defaults[m], over, where=f"method {m!r}") if over else defaults[m]
             objs[m] = METHODS.get(m)(cfg)
+            preset_cfg = apply_overrides(defaults[m], preset_obj.method_overrides(m, defaults[m]), where=f"method {m!r}")
+            overrides[m] = {**_differences(dataclasses.asdict(cfg), dataclasses.asdict(preset_cfg)), **run_diff}
     except UsageError:
         raise
     except (RegistryError, ValueError, TypeError, OSError, KeyError) as exc:
         raise UsageError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
     specs = []
+    code = identity.code_identity()
     for d in dataset_names:
         for m in method_names:
+            ds_diff = _differences(canon_opts[d], preset_opts[d], "dataset.")
             for seed in seeds:
                 run_part = {k: v for k, v in dataclasses.asdict(run_cfg).items() if k not in _HASH_EXCLUDE}
-                config = {
-                    "method": m, "method_config": objs[m].cfg, "dataset": d, "dataset_options": ds_opts[d],
-                    "run": run_part, "device_type": dev.type, "precision": prec, "seed": int(seed),
-                    "preset": preset_obj.name, "protocol": run_cfg.protocol, "package_version": __version__,
-                }
+                config = _jsonable({
+                    "method": m, "method_config": objs[m].cfg, "dataset": d, "dataset_options": canon_opts[d],
+                    "data_fingerprint": fingerprints[d], "run": run_part, "device_type": dev.type,
+                    "precision": prec, "seed": int(seed), "preset": preset_obj.name, "experiment": experiment_name,
+                    "protocol": run_cfg.protocol, "convention": run_cfg.convention, "code": code,
+                })
                 spec = RunSpec(m, d, int(seed), preset_obj.name, objs[m], ds_opts[d], run_cfg, dev, prec,
-                               config=_jsonable(config), config_hash=config_hash(config))
+                               config=config, config_hash=config_hash(config), experiment=experiment_name,
+                               overrides={**overrides[m], **ds_diff}, data_fingerprint=fingerprints[d],
+                               code=code, reuse_hash=identity.reuse_hash(config))
                 specs.append(spec)
     return Plan(specs, built, preset_obj, splits)
 
@@ -304,13 +379,22 @@ def _write_metrics_csv(path: Path, rows: list[dict[str, Any]]) -> None:
             w.writerow({k: r.get(k) for k in ("case_id", "metric", "rater", "value")})
 
 
+def done_run_id(store: ResultsStore, spec: RunSpec, reuse_results: bool = False) -> str | None:
+    """The done run that makes ``spec`` a skip: one with the same config hash, or with
+    ``reuse_results`` one whose config differs only in the code identity; None: train it."""
+    done = store.done_run_id(spec.config_hash)
+    if done is None and reuse_results and spec.reuse_hash:
+        done = store.reusable_run_id(spec.reuse_hash, spec.method, spec.dataset, spec.seed)
+    return done
+
+
 def run_one(spec: RunSpec, dataset, out: Path, store: ResultsStore, force: bool = False, quiet: bool = True,
-            log: Callable[[str], None] = lambda s: None, split=None) -> Outcome:
+            log: Callable[[str], None] = lambda s: None, split=None, reuse_results: bool = False) -> Outcome:
     """Train, evaluate, profile and store one run. Exceptions (not KeyboardInterrupt) are recorded
     as a failed run; a Ctrl-C or a kill leaves the store untouched and the checkpoints to resume."""
     run_dir = spec.run_dir(out)
     if not force:
-        done = store.done_run_id(spec.config_hash)
+        done = done_run_id(store, spec, reuse_results)
         if done is not None:
             log(f"skip {spec.method} {spec.dataset} seed {spec.seed}: done as {done}")
             return Outcome(spec, "skipped", done, run_dir=run_dir)
@@ -327,9 +411,11 @@ def run_one(spec: RunSpec, dataset, out: Path, store: ResultsStore, force: bool 
         "preset": spec.preset, "protocol": cfg.protocol, "config_json": spec.config,
         "config_hash": spec.config_hash,
         "capabilities": ",".join(sorted(c.value for c in spec.method_obj.info.capabilities)),
-        "convention": cfg.convention, "n_samples": cfg.n_samples, "git_commit": git_commit(),
+        "convention": cfg.convention, "n_samples": cfg.n_samples,
+        "git_commit": spec.code.get("git_commit") if spec.code else git_commit(),
         "package_version": __version__, "env_json": environment(dev), "run_dir": str(run_dir.resolve()),
-        "started_at": started,
+        "started_at": started, "experiment": spec.experiment or spec.preset, "overrides_json": spec.overrides,
+        "data_fingerprint": spec.data_fingerprint, "code_json": spec.code,
     }
     (run_dir / "config.json").write_text(json.dumps({**spec.config, "config_hash": spec.config_hash}, indent=2,
                                                     sort_keys=True), encoding="utf-8")
@@ -346,7 +432,7 @@ def run_one(spec: RunSpec, dataset, out: Path, store: ResultsStore, force: bool 
         names = [n for n in cfg.metrics.split(",") if n.strip()] or None
 
         def suite_factory(ns=None):
-            return metric_suite(ns or names, cfg.convention, cfg.threshold)
+            return metric_suite(ns or names, cfg.convention, cfg.threshold, cfg.ged_estimator, cfg.ncc_maps)
 
         result = train(spec.method_obj, model, dataset, split, cfg, run_dir, spec.seed, dev, spec.precision,
                        method_name=spec.method, quiet=quiet, suite_factory=suite_factory)
@@ -355,6 +441,10 @@ def run_one(spec: RunSpec, dataset, out: Path, store: ResultsStore, force: bool 
                         suite=suite_factory(), precision=spec.precision, image_size=cfg.image_size,
                         channels_last=cfg.channels_last, max_cases=cfg.max_eval_cases)
         eval_wall = time.perf_counter() - t_eval
+        if cfg.aggregate == "volume":  # one row per volume: the mean of its slices (datasets/volumes.py)
+            from .datasets.volumes import per_volume_rows, volume_lookup
+
+            rows = per_volume_rows(rows, volume_lookup(dataset))
         _write_metrics_csv(run_dir / "metrics.csv", rows)
         if cfg.qualitative_cases:
             save_qualitative_cases(spec.method_obj, model, dataset, split, cfg, dev, run_dir)
@@ -383,38 +473,20 @@ def run_one(spec: RunSpec, dataset, out: Path, store: ResultsStore, force: bool 
 
 
 def run_grid(plan: Plan, out: str | Path = "runs", store_path: str | Path = "runs/results.sqlite",
-             force: bool = False, quiet: bool = True, log: Callable[[str], None] = lambda s: None) -> list[Outcome]:
-    """Run every spec of ``plan`` in order; returns one Outcome per spec."""
+             force: bool = False, quiet: bool = True, log: Callable[[str], None] = lambda s: None,
+             reuse_results: bool = False) -> list[Outcome]:
+    """Run every spec of ``plan`` in order; returns one Outcome per spec. ``reuse_results``:
+    skip a run done before on other code (same config otherwise) instead of training it again."""
     out = Path(out)
     store = ResultsStore(store_path)
     try:
-        return [run_one(s, plan.datasets[s.dataset], out, store, force, quiet, log, plan.splits.get(s.dataset))
+        return [run_one(s, plan.datasets[s.dataset], out, store, force, quiet, log, plan.splits.get(s.dataset),
+                        reuse_results=reuse_results)
                 for s in plan.specs]
     finally:
         store.close()
 
 
 # -- summary ------------------------------------------------------------------------------------
-SUMMARY_METRICS = ("ged", "dice_soft", "dice_match", "per_rater_dice_mean", "consensus_dice")
-SUMMARY_PROFILE = ("params", "flops_per_image", "train_images_per_s", "infer_images_per_s", "latency_p50_ms")
-
-
-def summarize(store: ResultsStore, run_ids: Sequence[str]):
-    """A frame: one row per (dataset, method), mean over seeds of per-run case means of the key
-    metrics and profile values; NaN where a method has no such output."""
-    import pandas as pd
-
-    runs = store.runs()
-    runs = runs[runs["run_id"].isin(list(run_ids))]
-    if runs.empty:
-        return pd.DataFrame()
-    m = store.metrics(run_ids)
-    p = store.profile(run_ids)
-    per_run = m[m["metric"].isin(SUMMARY_METRICS)].groupby(["run_id", "metric"])["value"].mean().unstack()
-    prof = p[p["name"].isin(SUMMARY_PROFILE)].pivot_table(index="run_id", columns="name", values="value")
-    table = runs.set_index("run_id")[["dataset", "method"]].join(per_run).join(prof)
-    cols = [c for c in (*SUMMARY_METRICS, *SUMMARY_PROFILE)]
-    for c in cols:
-        if c not in table:
-            table[c] = float("nan")
-    return table.groupby(["dataset", "method"], sort=False)[cols].mean().reset_index()
+# moved to mrseg_bench.reports.summary (columns from the metrics' MetricSpec); re-exported here
+from .reports.summary import summarize  # noqa: E402, F401

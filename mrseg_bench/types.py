@@ -118,11 +118,17 @@ def collate_samples(samples: Sequence[MultiRaterSample]) -> MultiRaterBatch:
 
 @dataclass
 class Prediction:
-    """Probabilities in [0,1]: samples [B,N,H,W], personalized [B,R,H,W], consensus [B,H,W]."""
+    """Probabilities in [0,1]: samples [B,N,H,W], personalized [B,R,H,W], consensus [B,H,W].
+
+    ``sample_weights [B,N]`` (optional): the probability mass of each sample (non-negative, each
+    row sums to 1), e.g. MoSE's expert gates. ``None`` means equally likely samples. Every
+    diversity metric uses them as weighted expectations (see ``mrseg_bench.metrics``).
+    """
 
     samples: torch.Tensor | None = None
     personalized: torch.Tensor | None = None
     consensus: torch.Tensor | None = None
+    sample_weights: torch.Tensor | None = None
 
     def capabilities(self) -> frozenset[Capability]:
         """The capabilities this prediction actually carries."""
@@ -139,4 +145,5 @@ class Prediction:
         def mv(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.to(device)
 
-        return Prediction(mv(self.samples), mv(self.personalized), mv(self.consensus))
+        return Prediction(mv(self.samples), mv(self.personalized), mv(self.consensus),
+                          mv(self.sample_weights))

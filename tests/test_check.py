@@ -25,6 +25,7 @@ def _rerun(store, method, seed, metric_values: dict[str, float], n_cases=4, fini
     with ResultsStore(store) as s:
         s.write_run({"run_id": f"re-{method}-{seed}-{finished}", "method": method, "dataset": "synthetic",
                      "seed": seed, "preset": "smoke", "config_hash": f"re-{method}-{seed}-{finished}",
+                     "config_json": {"method": method},  # the demo run's config: a rerun of it
                      "status": "done", "capabilities": "diverse", "started_at": finished,
                      "finished_at": finished}, rows, prof)
 

@@ -159,7 +159,8 @@ def test_profile_command_prints_table(toy_env):
 def test_report_and_check_delegate(toy_env, monkeypatch):
     calls = []
     fake_report = types.ModuleType("mrseg_bench.reports.report")
-    fake_report.write_report = lambda store, out: calls.append(("report", store, out)) or [out / "t.md"]
+    fake_report.write_report = lambda store, out, reference=None, experiment=None: (
+        calls.append(("report", store, out, reference, experiment)) or [out / "t.md"])
     fake_check = types.ModuleType("mrseg_bench.reports.check")
     fake_check.run_check = lambda store, base, tolerance=None, update=False: (
         calls.append(("check", store, base, tolerance, update)) or (tolerance is None, "checked"))
@@ -171,7 +172,13 @@ def test_report_and_check_delegate(toy_env, monkeypatch):
     ResultsStore(store).close()
     res = runner.invoke(app, ["report", "--store", str(store), "--out", str(toy_env / "rep")])
     assert res.exit_code == 0 and "t.md" in res.output
-    assert calls[-1] == ("report", store, toy_env / "rep")
+    assert calls[-1] == ("report", store, toy_env / "rep", None, None)
+    res = runner.invoke(app, ["report", "--store", str(store), "--out", str(toy_env / "rep"),
+                              "--reference", "probunet", "--experiment", "smoke"])
+    assert res.exit_code == 0 and calls[-1] == ("report", store, toy_env / "rep", "probunet", "smoke")
+    fake_report.write_report = lambda store, out, **kw: 1 / 0  # any report failure: exit 1
+    res = runner.invoke(app, ["report", "--store", str(store), "--out", str(toy_env / "rep")])
+    assert res.exit_code == 1 and "report failed" in res.output
     res = runner.invoke(app, ["check", "--store", str(store), "--baseline", "b.json"])
     assert res.exit_code == 0 and "checked" in res.output
     res = runner.invoke(app, ["check", "--store", str(store), "--baseline", "b.json", "--tolerance", "0.1",
@@ -194,7 +201,9 @@ def _plugin_site(tmp: Path) -> Path:
 
 
 def _cli(tmp: Path, site: Path, *args: str, env_extra: dict | None = None) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    # keep the code under test first (a worktree on PYTHONPATH): the run identity includes the code
+    path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", **(env_extra or {})}
     env.pop("MRSEG_TOY_FAIL", None)
     cmd = [sys.executable, "-m", "mrseg_bench.cli", "run", "--methods", "toy", "--dataset", "toyset",
            "--preset", str(tmp / "toy.toml"), "--quiet", "--no-report", *args]
@@ -251,5 +260,5 @@ def test_plugin_sigkill_resume_and_two_processes_sharing_a_store(tmp_path):
     import torch
 
     wa = torch.load(next((tmp_path / "a").rglob("stage2_best.pt")), weights_only=False)["model"]
-    wb = torch.load(next((tmp_path / "b").rglob("toy_seed0_*/checkpoints/stage2_best.pt")), weights_only=False)["model"]
+    wb = torch.load(next((tmp_path / "b").rglob("toy-*_seed0_*/checkpoints/stage2_best.pt")), weights_only=False)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -113,11 +113,52 @@ def test_nifti_errors(tmp_path: Path) -> None:
           {(1, 4): _box(16, 1)})
     with pytest.raises(ValueError, match="outside 1..3"):
         qubiq(tmp_path / "k3", task="kidney")
+    # a 3-D image whose masks are 2-D is neither a 2-D slice nor a volume (3-D volumes load, see below)
     _case(tmp_path / "vol" / "kidney" / "Training" / "case01", np.ones((16, 16, 9)),
-          {(1, 1): np.zeros((16, 16, 9), np.uint8)})
-    with pytest.raises(ValueError, match="3-D"):
+          {(1, 1): np.zeros((16, 16), np.uint8)})
+    with pytest.raises(ValueError, match="not a 2-D slice"):
         qubiq(tmp_path / "vol", task="kidney")
     with pytest.raises(FileNotFoundError, match="no brain-tumor/Training"):
         qubiq(tmp_path / "vol", task="brain-tumor")
     with pytest.raises(FileNotFoundError, match="expected layout"):
         qubiq(tmp_path / "absent")
+
+
+@pytest.fixture(autouse=True)
+def _cache_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MRSEG_BENCH_CACHE", str(tmp_path / "cache"))
+
+
+def test_nifti_3d_task_as_slices(tmp_path: Path) -> None:
+    """A QUBIQ 2021 3-D task (e.g. pancreas, 2 raters) loads as 2-D slices grouped by volume."""
+    root = tmp_path / "qubiq2021"
+    vol = np.arange(12 * 10 * 6, dtype=np.float64).reshape(12, 10, 6)  # (X,Y,Z)
+    segs = {}
+    for r in (1, 2):
+        m = np.zeros((12, 10, 6), np.uint8)
+        m[2:6, 3:7, 2:4] = 1  # slices 2, 3 for both raters
+        if r == 2:
+            m[2:4, 3:5, 4] = 1  # rater 2 also marks slice 4
+        segs[(1, r)] = m
+    _case(root / "pancreas" / "Training" / "case01", vol, segs)
+    _case(root / "pancreas" / "Validation" / "case02", vol, {(1, 1): segs[(1, 1)]})  # rater 2 missing
+    ds = qubiq(root, task="pancreas", image_size=None)
+    assert ds.info.num_raters == 2 and ds.info.image_size == (12, 10) and len(ds) == 12
+    assert ds.case_ids[:2] == ["Training/case01_s0", "Training/case01_s1"]
+    assert set(ds.group_ids[:6]) == {"Training/case01"} and ds.volume_ids[7] == "Validation/case02"
+    s3 = ds[3]
+    assert torch.equal(s3.masks[0], torch.from_numpy(segs[(1, 1)][:, :, 3]))
+    assert s3.masks.flatten(1).sum(1).tolist() == [16, 16]
+    lo, hi = vol.min(), vol.max()  # min-max over the whole volume, not per slice
+    assert torch.allclose(s3.image[0], torch.from_numpy((vol[:, :, 3] - lo) / (hi - lo)).float())
+    assert ds[9].rater_valid.tolist() == [True, False]
+    split = ds.predefined_split()
+    assert split.train == tuple(range(6)) and split.test == tuple(range(6, 12))
+    fg = qubiq(root, task="pancreas", image_size=None, slices="foreground", context=1)
+    # case01: foreground slices 2,3,4 (+1 context: 1..5); case02: 2,3 (+1: 1..4)
+    assert fg.case_ids == [f"Training/case01_s{k}" for k in range(1, 6)] + \
+        [f"Validation/case02_s{k}" for k in range(1, 5)]
+    ax0 = qubiq(root, task="pancreas", image_size=None, slice_axis=0)
+    assert len(ax0) == 24 and ax0.info.image_size == (10, 6)
+    with pytest.raises(ValueError, match="slices="):
+        qubiq(root, task="pancreas", slices="some")

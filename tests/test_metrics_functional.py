@@ -131,7 +131,7 @@ class TestHandCases:
         s, y = probs(A), case(A, B)  # N = 1 < R = 2
         assert close(dice_max(s, y), 1.0)
         assert close(dice_max_reverse(s, y), 0.5)
-        assert close(dice_match(s, y), 1.0)  # one matched pair only
+        assert close(dice_match(s, y), 0.5)  # rater 2 has no sample: scores 0 (issue 11)
         assert close(hm_iou(s, y), 0.5)  # {A, A} vs {A, B}
 
     def test_hm_iou_lcm_replication(self):
@@ -190,20 +190,42 @@ class TestHandCases:
         # t=.1: {a,b} vs {a,b} 1; t=.3: {a} vs {a,b} 2/3; t=.5: {a} vs {a} 1; t=.7,.9: 0 vs {a}
         assert close(consensus_dice_soft(cons, y), (1 + 2 / 3 + 1) / 5)
 
-    def test_ncc_hand(self):
-        # 1x3 image; S1 = [1,1,0], S2 = [1,0,0]: mean m = [1, .5, 0]; U ∝ [0, 1, 0]
+    def test_ncc_hand_binary(self):
+        # maps="binary": 1x3 image; S1 = [1,1,0], S2 = [1,0,0]: mean m = [1, .5, 0]; U ∝ [0, 1, 0]
         s = torch.tensor([[[[0.9, 0.9, 0.1]], [[0.9, 0.1, 0.1]]]])
         y_match = torch.tensor([[[[1.0, 0.0, 0.0]]]])  # error map ∝ [0, 1, 0] -> NCC 1
         y_anti = torch.tensor([[[[0.0, 0.0, 1.0]]]])  # error map ∝ [2, 1, 2] -> NCC -1
-        assert close(ncc(s, y_match), 1.0, tol=1e-5)
-        assert close(ncc(s, y_anti), -1.0, tol=1e-5)
+        assert close(ncc(s, y_match, maps="binary"), 1.0, tol=1e-5)
+        assert close(ncc(s, y_anti, maps="binary"), -1.0, tol=1e-5)
         both = torch.cat([y_match, y_anti], 1)
-        assert close(ncc(s, both), 0.0, tol=1e-5)
-        assert close(ncc(s, both, torch.tensor([[True, False]])), 1.0, tol=1e-5)
+        assert close(ncc(s, both, maps="binary"), 0.0, tol=1e-5)
+        assert close(ncc(s, both, torch.tensor([[True, False]]), maps="binary"), 1.0, tol=1e-5)
+
+    def test_ncc_hand_soft(self):
+        # maps="soft" (PHiSeg): one sample, 1x3 image, p = [.5, .25, .5]; m = p, so
+        # E_ss = H(p) (binary entropy, eps ~ 0): [ln2, H(.25), ln2] with H(.25) = .5623;
+        # Y = [1, 0, 0]: E_sy = [-ln .5, -ln .75, -ln .5] = [ln2, .2877, ln2].
+        # Both maps are "high, low, high" with 2 equal ends: Pearson's r of two 3-pixel maps
+        # with that shape is exactly 1.
+        s = torch.tensor([[[[0.5, 0.25, 0.5]]]])
+        y = torch.tensor([[[[1.0, 0.0, 0.0]]]])
+        assert close(ncc(s, y), 1.0, tol=1e-6)
+        # Y = [0, 0, 1] gives the same E_sy (ln2 at both .5 pixels): also 1; binary maps
+        # (p > .5: all 0) give constant maps -> 0 by convention
+        assert close(ncc(s, torch.tensor([[[[0.0, 0.0, 1.0]]]])), 1.0, tol=1e-6)
+        assert close(ncc(s, y, maps="binary"), 0.0)
+        # two samples [.9,.1,.5], [.1,.9,.5]: m = [.5,.5,.5]; E_ss = -(.5 ln .9 + .5 ln .1) at
+        # pixels 0, 1 (=1.2040) and ln 2 = .6931 at pixel 2. Y = [1, 0, 0]: E_sy =
+        # [-(ln .9 + ln .1)/2... per pixel: mean_i -ln(q_i) at 1s, -ln(1 - q_i) at 0s]
+        # = [1.2040, 1.2040, .6931]: proportional -> r = 1.
+        s2 = torch.tensor([[[[0.9, 0.1, 0.5]], [[0.1, 0.9, 0.5]]]])
+        assert close(ncc(s2, y), 1.0, tol=1e-6)
 
     def test_ncc_constant_map_is_zero(self):
-        s = probs(A, A)  # identical samples: uncertainty map is constant
-        assert close(ncc(s, case(A, B)), 0.0)
+        s = probs(A, A)  # identical samples: the binary uncertainty map is constant
+        assert close(ncc(s, case(A, B), maps="binary"), 0.0)
+        half = torch.full((1, 2, 4, 4), 0.5)  # soft: every pixel has entropy ln 2
+        assert close(ncc(half, case(A, B)), 0.0)
 
 
 class TestEdgeCases:
@@ -211,8 +233,9 @@ class TestEdgeCases:
         s, y = probs(EMPTY, EMPTY), case(EMPTY, EMPTY, EMPTY)
         assert close(ged(s, y), 0.0)
         assert close(ged(s, y, convention="dpersona"), 0.0)  # 2*1 - 1 - 1
-        for f in (dice_max, dice_max_reverse, dice_match, dice_soft):
+        for f in (dice_max, dice_max_reverse, dice_soft):
             assert close(f(s, y), 1.0), f.__name__
+        assert close(dice_match(s, y), 2 / 3)  # N = 2 < R = 3: the third rater scores 0
         assert close(hm_iou(s, y), 1.0)
         assert close(hm_iou(s, y, convention="dpersona"), 0.0)
         assert close(sample_diversity(s, y), 0.0)

@@ -63,8 +63,8 @@ def _dice(a, b, conv="standard"):
     return 1.0 if tot == 0 else 2 * inter / tot
 
 
-def _best_assignment_mean(mat):
-    """Brute force: the best one-to-one pairing of the smaller side into the larger."""
+def _best_assignment_sum(mat):
+    """Brute force: the best total of a one-to-one pairing of the smaller side into the larger."""
     rows, cols = mat.shape
     if rows <= cols:
         best = max(sum(mat[i, p[i]] for i in range(rows))
@@ -72,7 +72,12 @@ def _best_assignment_mean(mat):
     else:
         best = max(sum(mat[p[j], j] for j in range(cols))
                    for p in itertools.permutations(range(rows), cols))
-    return best / min(rows, cols)
+    return best
+
+
+def _best_assignment_mean(mat):
+    """Mean over the min(rows, cols) pairs of the best one-to-one pairing."""
+    return _best_assignment_sum(mat) / min(mat.shape)
 
 
 def oracle(samples, raters, conv="standard"):
@@ -88,15 +93,20 @@ def oracle(samples, raters, conv="standard"):
     m = np.array([[_dice(yj, si, conv) for si in s] for yj in y])  # [R,N]
     out["dice_max"] = m.max(0).mean()
     out["dice_max_reverse"] = m.max(1).mean()
-    out["dice_match"] = _best_assignment_mean(m)
+    out["dice_match"] = _best_assignment_sum(m) / r  # every rater counts; unmatched ones score 0
     iou = np.array([[_iou(si, yj, conv) for yj in y] for si in s])
     size = math.lcm(n, r)
     out["hm_iou"] = _best_assignment_mean(np.tile(iou, (size // n, size // r))) if size <= 6 \
         else None
-    smean, ymean = np.mean(samples.astype(np.float64), 0), np.mean(raters.astype(np.float64), 0)
-    out["dice_soft"] = np.mean([_dice(smean > t + 1e-6, ymean > t + 1e-6, conv)
-                                for t in (0.1, 0.3, 0.5, 0.7, 0.9)])
-    out["ncc"] = _phiseg_ncc(np.stack(s).astype(np.float64), raters.astype(np.float64))
+    if conv == "dpersona":  # the reference: strict "> t" on the float32 means
+        smean = samples.astype(np.float32).sum(0, dtype=np.float32) / np.float32(n)
+        ymean = raters.astype(np.float32).sum(0, dtype=np.float32) / np.float32(r)
+        ts = [(np.float32(t), np.float32(t)) for t in (0.1, 0.3, 0.5, 0.7, 0.9)]
+    else:
+        smean, ymean = np.mean(samples.astype(np.float64), 0), np.mean(raters.astype(np.float64), 0)
+        ts = [(t + 1e-6, t + 1e-6) for t in (0.1, 0.3, 0.5, 0.7, 0.9)]
+    out["dice_soft"] = np.mean([_dice(smean > a, ymean > b, conv) for a, b in ts])
+    out["ncc"] = _phiseg_ncc(samples.astype(np.float64), raters.astype(np.float64))  # soft maps
     out["sample_diversity"] = 0.0 if n == 1 else np.mean(
         [d(s[i], s[k]) for i in range(n) for k in range(n) if i != k])
     out["rater_disagreement"] = math.nan if r == 1 else np.mean(
@@ -115,7 +125,7 @@ def _phiseg_ncc(s, y, eps=1e-8):
     for yj in y:
         e_sy = np.mean([xent(si, yj) for si in s], 0)
         a, v = e_ss.ravel(), e_sy.ravel()
-        if np.ptp(a) == 0 or np.ptp(v) == 0:
+        if np.ptp(a) <= 1e-12 * max(1.0, np.abs(a).max()) or np.ptp(v) <= 1e-12 * max(1.0, np.abs(v).max()):
             vals.append(0.0)
             continue
         vals.append(np.sum((a - a.mean()) / (a.std() * a.size) * (v - v.mean()) / v.std()))

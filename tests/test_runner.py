@@ -7,6 +7,7 @@ import json
 import pytest
 import test_engine_toys as toys
 
+from mrseg_bench.identity import experiment_slug
 from mrseg_bench.runner import UsageError, config_hash, plan_grid, run_grid, summarize
 from mrseg_bench.store import ResultsStore
 
@@ -45,7 +46,14 @@ def test_plan_applies_preset_and_sets(toy_preset):
     assert (flat.width, flat.lr) == (6, 0.5)
     assert plan.specs[0].run_cfg.batch_size == 2 and plan.specs[0].run_cfg.n_samples == 3
     assert len(plan.datasets["toyset"]) == 12
-    assert plan.specs[0].preset == "toy" and plan.specs[0].device.type == "cpu"
+    assert plan.specs[0].device.type == "cpu"
+    # a user preset is named by its path; the experiment defaults to it
+    assert plan.specs[0].preset == toy_preset and plan.specs[0].experiment == toy_preset
+    # overrides: what --set changed against the preset (method keys bare, run./dataset. prefixed)
+    common = {"run.batch_size": 2, "dataset.num_cases": 12}
+    assert plan.specs[0].overrides == {"width": 6, **common}
+    assert plan.specs[2].overrides == {"width": 6, "lr": 0.5, **common}
+    assert plan_grid("toy", "toyset", [0], toy_preset, ["width=4"]).specs[0].overrides == {}  # 4: the default
 
 
 def test_config_hash_canonical_and_sensitive(toy_preset):
@@ -90,7 +98,8 @@ def test_grid_end_to_end_skip_force_and_failure(toy_preset, tmp_path, monkeypatc
     res = run_grid(plan, out, store_path)
     assert [o.status for o in res] == ["done", "done"]
     spec = plan.specs[0]
-    run_dir = out / "toyset" / "toy" / f"toy_seed0_{spec.config_hash[:8]}"
+    run_dir = out / "toyset" / "toy" / f"{experiment_slug(toy_preset)}_seed0_{spec.config_hash[:8]}"
+    assert run_dir.name.startswith("toy-")
     assert res[0].run_dir == run_dir
     for f in ("config.json", "split.json", "train_log.jsonl", "metrics.csv",
               "checkpoints/stage1_best.pt", "checkpoints/stage2_last.pt"):

@@ -56,14 +56,44 @@ def test_failed_replaced_by_done_and_force_replaces(tmp_path):
     assert sorted(s.runs()["run_id"]) == ["d2", "f2"] and s.done_run_id("h1") == "d2"
 
 
-def test_latest_runs_per_key(tmp_path):
+def _cfg(seed=0, code="c1", **kw):
+    return {"method": "m", "method_config": {"beta": 0.5}, "seed": seed, "code": {"git_commit": code}, **kw}
+
+
+def test_select_runs_one_row_per_config_latest_code_wins(tmp_path):
     s = ResultsStore(tmp_path / "r.sqlite")
-    s.write_run(_run("a", h="h1", finished_at="2026-01-01T00:00:01Z"))
-    s.write_run(_run("b", h="h2", finished_at="2026-01-01T00:00:02Z"))
-    s.write_run(_run("c", h="h3", seed=1))
-    s.write_run(_run("x", h="h4", status="failed"))
-    assert sorted(s.latest_runs()["run_id"]) == ["b", "c"]
-    assert s.latest_runs("failed")["run_id"].tolist() == ["x"]
+    # the same config on two code versions: the later one is the result; other configs stay
+    s.write_run(_run("old", h="h1", config_json=_cfg(code="c1"), finished_at="2026-01-01T00:00:01Z"))
+    s.write_run(_run("new", h="h2", config_json=_cfg(code="c2"), finished_at="2026-01-01T00:00:02Z"))
+    s.write_run(_run("s1", h="h3", config_json=_cfg(seed=1), seed=1))
+    s.write_run(_run("beta", h="h4", config_json={**_cfg(), "method_config": {"beta": 1.0}},
+                     overrides_json={"beta": 1.0}))
+    s.write_run(_run("x", h="h5", status="failed"))
+    sel = s.select_runs().set_index("run_id")
+    assert sorted(sel.index) == ["beta", "new", "s1"]
+    # one table row = one config_key: seeds 0 and 1 of beta=0.5 share it, beta=1.0 has its own
+    assert sel.loc["new", "config_key"] == sel.loc["s1", "config_key"] != sel.loc["beta", "config_key"]
+    assert sel.loc["new", "result_key"] != sel.loc["s1", "result_key"]
+    assert sel.loc["beta", "overrides_json"] == '{"beta": 1.0}' and sel.loc["new", "overrides_json"] == "{}"
+    assert sel["experiment"].tolist() == ["smoke"] * 3  # no experiment column value: the preset
+    assert s.select_runs(status="failed")["run_id"].tolist() == ["x"]
+    assert s.select_runs(method="nope").empty and "config_key" in s.select_runs(method="nope")
+
+
+def test_select_runs_ambiguous_experiment_lists_the_choices(tmp_path):
+    s = ResultsStore(tmp_path / "r.sqlite")
+    s.write_run(_run("a", h="h1", config_json=_cfg(), experiment="smoke"))
+    s.write_run(_run("b", h="h2", config_json=_cfg(), experiment="ablation"))
+    s.write_run(_run("c", h="h3", config_json=_cfg(seed=1), experiment="ablation", seed=1))
+    s.write_run(_run("d", h="h4", config_json=_cfg(), dataset="other", experiment="ablation"))
+    with pytest.raises(ValueError, match=r"several experiments.*'ablation' \(3 runs\), 'smoke' \(1 run\)"):
+        s.select_runs()
+    assert sorted(s.select_runs("ablation")["run_id"]) == ["b", "c", "d"]
+    assert s.select_runs("ablation", dataset="other")["run_id"].tolist() == ["d"]
+    assert s.select_runs(dataset="other")["run_id"].tolist() == ["d"]  # one experiment left: no error
+    assert sorted(s.select_runs("*")["run_id"]) == ["a", "b", "c", "d"]
+    assert s.experiments() == {"ablation": 3, "smoke": 1}
+    assert s.select_runs("nope").empty
 
 
 def test_failed_transaction_leaves_nothing(tmp_path):

@@ -3,7 +3,7 @@
 Importing this package registers every dataset (``mrseg_bench.registry.DATASETS``).
 """
 
-from . import lidc, npc, qubiq, riga, synthetic  # noqa: F401  (register the datasets)
+from . import folder, lidc, npc, qubiq, riga, synthetic  # noqa: F401  (register the datasets)
 from .augment import augment_batch
 from .base import MultiRaterDataset, Split
 from .loader import make_loader

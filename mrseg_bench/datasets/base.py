@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch.utils.data
 
@@ -31,6 +33,7 @@ class MultiRaterDataset(torch.utils.data.Dataset, abc.ABC):
     info: DatasetInfo
     _case_ids: list[str]
     _group_ids: list[str]
+    _source_files: list[Path] | None = None
 
     @property
     def case_ids(self) -> list[str]:
@@ -50,3 +53,15 @@ class MultiRaterDataset(torch.utils.data.Dataset, abc.ABC):
 
     def predefined_split(self) -> Split | None:
         return None
+
+    def files(self) -> list[Path]:
+        """Every file this dataset's content is read from (the run's data fingerprint hashes
+        their names, sizes and contents; ``mrseg_bench.identity``). Loaders set
+        ``_source_files`` or override this; a dataset that reads nothing returns []."""
+        return list(self._source_files or [])
+
+    def fingerprint_params(self) -> dict[str, Any] | None:
+        """For a generated dataset (no files): the parameters that fully determine its content.
+        None: not a generated dataset."""
+        return None
+

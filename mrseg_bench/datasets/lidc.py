@@ -184,7 +184,10 @@ def lidc(root: str | Path | None = None, format: Literal["auto", "knegt", "matti
     path, fmt = detect_format(require_root(root, "lidc", LAYOUT), format)
     size = to_size(image_size)
     if fmt == "phiseg":
-        return PhisegLIDC(path, size, sort_masks_by_area)
-    case_ids, group_ids, images, masks = read_matting_pickle(path, size, NUM_RATERS)
-    return InMemoryMultiRaterDataset(_info(tuple(images.shape[-2:])), images, masks, case_ids, group_ids,
-                                     sort_masks_by_area=sort_masks_by_area, source=str(path))
+        ds: MultiRaterDataset = PhisegLIDC(path, size, sort_masks_by_area)
+    else:
+        case_ids, group_ids, images, masks = read_matting_pickle(path, size, NUM_RATERS)
+        ds = InMemoryMultiRaterDataset(_info(tuple(images.shape[-2:])), images, masks, case_ids, group_ids,
+                                       sort_masks_by_area=sort_masks_by_area, source=str(path))
+    ds._source_files = [path]
+    return ds

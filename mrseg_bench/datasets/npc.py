@@ -98,6 +98,7 @@ class NPC170(MultiRaterDataset):
                     self.volume_ids.append(vol)
         if not self._rows:
             raise FileNotFoundError(f"npc: no .h5 files under {root}; expected layout:\n{LAYOUT}")
+        self._source_files = sorted({path for path, _ in self._rows})
         self._split = Split(tuple(parts["training_2d"]), tuple(parts["validation"]),
                             tuple(parts["testing"]), protocol="predefined")
         size = image_size or tuple(native)

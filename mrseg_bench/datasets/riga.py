@@ -90,6 +90,7 @@ class RIGA(MultiRaterDataset):
                 self._case_ids.append(rel.as_posix())
         if not self._rows:
             raise FileNotFoundError(f"riga: no imageNprime files under {root}; expected layout:\n{LAYOUT}")
+        self._source_files = [p for prime, raters in self._rows for p in (prime, *raters)]
         self._split = Split(tuple(parts["train"]), (), tuple(parts["test"]), protocol="predefined")
         size = image_size or tuple(_read(self._rows[0][0]).shape[:2])
         self.info = DatasetInfo("riga", 3, NUM_RATERS,

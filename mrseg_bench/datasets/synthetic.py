@@ -31,9 +31,10 @@ what a single consensus prediction can reach.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -44,6 +45,7 @@ from ._common import dataset_factory
 from .base import MultiRaterDataset
 
 MAX_LESIONS = 3
+GENERATOR_VERSION = 1  # part of the data fingerprint: bump when the generated content changes
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,12 @@ class SyntheticMultiRater(MultiRaterDataset):
 
     def __len__(self) -> int:
         return self.num_cases
+
+    def fingerprint_params(self) -> dict[str, Any]:
+        """The generator parameters (the content depends on nothing else; ``cache`` does not
+        change it). Bump ``GENERATOR_VERSION`` when the generator's code changes its output."""
+        return {"generator_version": GENERATOR_VERSION, "num_cases": self.num_cases, "image_size": self.size,
+                "seed": self.seed, "rater_styles": [dataclasses.asdict(s) for s in self.rater_styles]}
 
     # -- generation -------------------------------------------------------------------------
     def _draw(self, index: int) -> dict[str, np.ndarray]:

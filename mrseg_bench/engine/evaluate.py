@@ -17,11 +17,13 @@ from .data import limit, make_batches, prepare
 from .device import autocast
 
 
-def metric_suite(names: Sequence[str] | None = None, convention: str = "standard", threshold: float = 0.5):
+def metric_suite(names: Sequence[str] | None = None, convention: str = "standard", threshold: float = 0.5,
+                 ged_estimator: str = "all_pairs", ncc_maps: str = "soft"):
     """A ``MetricSuite`` for ``names`` (None: every metric a prediction's capabilities allow)."""
     from ..metrics import MetricSuite
 
-    return MetricSuite(names=list(names) if names else None, convention=convention, threshold=threshold)
+    return MetricSuite(names=list(names) if names else None, convention=convention, threshold=threshold,
+                       ged_estimator=ged_estimator, ncc_maps=ncc_maps)
 
 
 def _float(pred):
@@ -30,7 +32,7 @@ def _float(pred):
     def f(t):
         return None if t is None else t.float()
 
-    return Prediction(f(pred.samples), f(pred.personalized), f(pred.consensus))
+    return Prediction(f(pred.samples), f(pred.personalized), f(pred.consensus), f(pred.sample_weights))
 
 
 @torch.no_grad()

@@ -34,7 +34,10 @@ class RunConfig:
     fold: int | None = None
     convention: str = "standard"
     threshold: float = 0.5
+    ged_estimator: str = "all_pairs"  # GED with ("all_pairs") or without ("distinct") i = i' pairs
+    ncc_maps: str = "soft"  # NCC from the soft sample maps (PHiSeg) or "binary" samples
     metrics: str = ""  # comma list; empty: every metric the method's capabilities allow
+    aggregate: Literal["case", "volume"] = "case"  # volume: per-slice rows -> one mean row per volume
     device: str = "auto"
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     channels_last: bool = False
@@ -65,6 +68,9 @@ class RunConfig:
             "checkpoint_every": self.checkpoint_every >= 0,
             "profile_steps": self.profile_steps >= 1,
             "latency_repeats": self.latency_repeats >= 1,
+            "ged_estimator": self.ged_estimator in ("all_pairs", "distinct"),
+            "ncc_maps": self.ncc_maps in ("soft", "binary"),
+            "aggregate": self.aggregate in ("case", "volume"),
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:

@@ -3,7 +3,7 @@
 Importing this package registers the built-in metrics in ``mrseg_bench.registry.METRICS``.
 """
 
-from .context import SOFT_THRESHOLDS, MetricContext
+from .context import GED_ESTIMATORS, NCC_MAPS, SOFT_THRESHOLDS, MetricContext
 from .functional import (
     consensus_dice,
     consensus_dice_soft,
@@ -25,13 +25,22 @@ from .matching import (
     sample_rater_dice_mean,
 )
 from .pairwise import CONVENTIONS, dice_matrix, iou_matrix
-from .suite import BUILTIN_SPECS, MetricSpec, MetricSuite
-from .validation import validate_inputs
+from .suite import (
+    BUILTIN_SPECS,
+    CAPABILITY_TABLES,
+    N_SAMPLES_METRIC,
+    MetricSpec,
+    MetricSuite,
+    metric_specs,
+)
+from .validation import validate_inputs, validate_weights
 
 __all__ = [
-    "BUILTIN_SPECS", "CONVENTIONS", "SOFT_THRESHOLDS", "MetricContext", "MetricSpec",
+    "BUILTIN_SPECS", "CAPABILITY_TABLES", "CONVENTIONS", "GED_ESTIMATORS", "NCC_MAPS",
+    "N_SAMPLES_METRIC", "SOFT_THRESHOLDS", "MetricContext", "MetricSpec",
     "MetricSuite", "consensus_dice", "consensus_dice_soft", "dice_match", "dice_matrix",
     "dice_max", "dice_max_reverse", "dice_soft", "ged", "hm_iou", "iou_matrix", "ncc",
     "per_rater_dice", "per_rater_dice_matched", "per_rater_dice_mean", "rater_disagreement",
-    "sample_diversity", "sample_rater_dice", "sample_rater_dice_mean", "validate_inputs",
+    "metric_specs", "sample_diversity", "sample_rater_dice", "sample_rater_dice_mean",
+    "validate_inputs", "validate_weights",
 ]

@@ -23,7 +23,7 @@ from .pairwise import (
     intersections,
     iou_from_counts,
 )
-from .validation import validate_inputs
+from .validation import validate_inputs, validate_weights
 
 Tensor = torch.Tensor
 
@@ -31,8 +31,17 @@ Tensor = torch.Tensor
 # that equals t exactly (e.g. the mean of 0.9, 0.1, 0.1, 0.1 is 0.3) counts as not above t
 # whatever the float rounding of the mean.
 SOFT_THRESHOLDS: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
-THRESHOLD_ATOL = 1e-6
+THRESHOLD_ATOL = 1e-6  # "standard" only; convention="dpersona" tests a strict "> t" (its code)
+GED_ESTIMATORS: tuple[str, ...] = ("all_pairs", "distinct")
+NCC_MAPS: tuple[str, ...] = ("soft", "binary")
+NCC_EPS = 1e-8  # PHiSeg's cross-entropy log(p + eps)
 BLOCK_ELEMENTS = 2**22  # binarised samples handled per block on CPU (16 MB of float32)
+
+
+def check_option(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
 
 
 def _require(name: str, t: Tensor | None) -> Tensor:
@@ -54,6 +63,9 @@ class MetricContext:
     threshold: float = 0.5
     eps: float = EPS
     memo: dict = field(default_factory=dict, repr=False)  # results shared between metrics
+    sample_weights: Tensor | None = None  # [B,N], rows sum to 1; None: equally likely samples
+    ged_estimator: str = "all_pairs"  # GED / sample expectations with or without i = i' pairs
+    ncc_maps: str = "soft"  # NCC from the soft sample maps (PHiSeg) or the binarised samples
 
     @classmethod
     def build(
@@ -65,13 +77,21 @@ class MetricContext:
         consensus: Tensor | None = None,
         convention: str = "standard",
         threshold: float = 0.5,
+        sample_weights: Tensor | None = None,
+        ged_estimator: str = "all_pairs",
+        ncc_maps: str = "soft",
     ) -> MetricContext:
-        """Validate (``validate_inputs``) and wrap the inputs."""
+        """Validate (``validate_inputs``, ``validate_weights``) and wrap the inputs."""
         check_convention(convention)
+        check_option("ged_estimator", ged_estimator, GED_ESTIMATORS)
+        check_option("ncc_maps", ncc_maps, NCC_MAPS)
         if not 0.0 <= float(threshold) < 1.0:
             raise ValueError(f"threshold must be in [0, 1), got {threshold!r}")
         raters, valid = validate_inputs(raters, samples, rater_valid, personalized, consensus)
-        return cls(raters, valid, samples, personalized, consensus, convention, float(threshold))
+        if sample_weights is not None:
+            validate_weights(sample_weights, samples)
+        return cls(raters, valid, samples, personalized, consensus, convention, float(threshold),
+                   sample_weights=sample_weights, ged_estimator=ged_estimator, ncc_maps=ncc_maps)
 
     # ---- sizes -------------------------------------------------------------------------
     @property
@@ -85,6 +105,18 @@ class MetricContext:
     @property
     def num_samples(self) -> int:
         return int(_require("samples", self.samples).shape[1])
+
+    @cached_property
+    def w(self) -> Tensor:
+        """Sample weights ``[B,N]`` in the count dtype (uniform 1/N when none were given)."""
+        if self.sample_weights is None:
+            b, n = self.batch_size, self.num_samples
+            return torch.full((b, n), 1.0 / n, dtype=self.dtype, device=self.raters.device)
+        return self.sample_weights.to(self.dtype)
+
+    @property
+    def weighted(self) -> bool:
+        return self.sample_weights is not None
 
     @cached_property
     def dtype(self) -> torch.dtype:
@@ -152,7 +184,11 @@ class MetricContext:
             torch.gt(xb, self.threshold, out=sb)
             out["s_size"][lo:hi] = sb.sum(-1)
             out["s_count"][lo:hi] = sb.sum(1)
-            out["soft_sum"][lo:hi] = xb.sum(1, dtype=torch.float32)
+            if self.sample_weights is None:
+                out["soft_sum"][lo:hi] = xb.sum(1, dtype=torch.float32)
+            else:  # weighted mean map sum_i w_i p_i (soft_mean divides by 1 below)
+                wb = self.sample_weights[lo:hi].to(torch.float32)
+                out["soft_sum"][lo:hi] = torch.bmm(wb.unsqueeze(1), xb.to(torch.float32)).squeeze(1)
             out["inter_ss"][lo:hi] = intersections(sb, sb)
             out["inter_sy"][lo:hi] = intersections(sb, y[lo:hi])
         return out
@@ -207,8 +243,35 @@ class MetricContext:
 
     @cached_property
     def soft_mean(self) -> Tensor:
-        """Mean of the soft (not binarised) samples ``[B,P]`` (float32)."""
+        """Mean of the soft (not binarised) samples ``[B,P]`` (float32): sum_i p_i / N, or the
+        weighted mean sum_i w_i p_i with ``sample_weights``."""
+        if self.weighted:
+            return self._sample_pass["soft_sum"]
         return self._sample_pass["soft_sum"] / self.num_samples
+
+    @cached_property
+    def ncc_maps_pass(self) -> dict[str, Tensor]:
+        """Per-pixel weighted means over samples (blocked over cases) of the sample map q
+        (soft p_i, or binarised p_i > threshold when ``ncc_maps="binary"``), of log(q + eps) and
+        of log(1 - q + eps): keys ``m``, ``log_p``, ``log_q``, each ``[B,P]``. The logs are taken
+        in float32 (vectorised), the means returned in float64 (float32 on MPS)."""
+        x = _require("samples", self.samples)
+        b, n = x.shape[:2]
+        x = x.reshape(b, n, -1)
+        p, dev = x.shape[-1], x.device
+        dt = torch.float32 if dev.type == "mps" else torch.float64
+        w = self.w.to(torch.float32)
+        out = {k: torch.empty(b, p, dtype=dt, device=dev) for k in ("m", "log_p", "log_q")}
+        step = max(1, BLOCK_ELEMENTS // (n * p))
+        for lo in range(0, b, step):  # blocks of cases
+            q = x[lo:lo + step].to(torch.float32)
+            if self.ncc_maps == "binary":
+                q = (q > self.threshold).to(torch.float32)
+            wb = w[lo:lo + step].unsqueeze(1)  # [b,1,N]
+            out["m"][lo:lo + step] = torch.bmm(wb, q).squeeze(1)
+            out["log_p"][lo:lo + step] = torch.bmm(wb, torch.log(q + NCC_EPS)).squeeze(1)
+            out["log_q"][lo:lo + step] = torch.bmm(wb, torch.log(1 - q + NCC_EPS)).squeeze(1)
+        return out
 
     # ---- personalised / consensus -------------------------------------------------------
     @cached_property

@@ -8,6 +8,16 @@ valid rater gets NaN. IoU/Dice empty-mask conventions: see ``pairwise``.
 
 Each public function validates its inputs and builds a ``MetricContext``; the ``*_ctx`` form
 takes a context (the suite shares one per batch so pairwise counts are computed once).
+
+Reduction (one, for every function): none over cases -- a value per case ``[B]`` (or ``[B,R]``);
+the report averages over cases, then over seeds. ``sample_weights [B,N]`` (optional, rows sum
+to 1; MoSE's gates): every diversity metric that takes an expectation over samples uses the
+weighted one (GED, Dice_soft, Dice_max, sample_rater_dice, sample diversity, NCC); Dice_max_reverse
+takes its max over samples with weight > 0; the one-to-one matchings (Dice_match, HM-IoU) use
+every sample once and ignore the weights (a matching has no masses). With integer weights
+c_i / sum c, GED ("all_pairs"), Dice_soft, Dice_max, Dice_max_reverse, sample_rater_dice and NCC
+equal their unweighted values on the samples replicated c_i times; distinct-pair quantities
+(sample diversity, GED "distinct") do not, since replicas add zero-distance pairs.
 """
 
 from __future__ import annotations
@@ -32,43 +42,73 @@ def _valid_mean(x: Tensor, valid: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
+# Weighted pair expectations
+def pair_expectation(d: Tensor, wa: Tensor, wb: Tensor, estimator: str) -> Tensor:
+    """E[d(A, A')] for ``d [B,K,K]`` under weights ``wa``/``wb`` ``[B,K]`` (the same weights,
+    0 for an invalid member): ``"all_pairs"`` = sum_{k,k'} w_k w_k' d_kk' / (sum w)^2;
+    ``"distinct"`` = sum_{k != k'} w_k w_k' d_kk' / ((sum w)^2 - sum_k w_k^2) (uniform weights:
+    the mean over the K (K - 1) ordered pairs of distinct members; 0 when no such pair has mass,
+    e.g. a single member)."""
+    full = torch.einsum("bi,bij,bj->b", wa, d, wb)
+    total = wa.sum(-1) * wb.sum(-1)
+    if estimator == "all_pairs":
+        return full / total.clamp_min(1e-30)
+    diag_w = (wa * wb).sum(-1)
+    off = full - torch.einsum("bi,bii,bi->b", wa, d, wb)
+    denom = total - diag_w
+    return torch.where(denom > 1e-12, off / denom.clamp_min(1e-30), torch.zeros_like(off))
+
+
+# ---------------------------------------------------------------------------------------------
 # GED
 def ged_ctx(ctx: MetricContext) -> Tensor:
-    v = ctx.valid
-    n, nv = ctx.num_samples, ctx.n_valid
-    e_sy = torch.einsum("bnr,br->b", 1 - ctx.iou_sy, v) / (n * nv.clamp_min(1))
-    e_ss = (1 - ctx.iou_ss).mean((1, 2))
-    e_yy = torch.einsum("bjk,bj,bk->b", 1 - ctx.iou_yy, v, v) / nv.clamp_min(1) ** 2
+    v, w, nv = ctx.valid, ctx.w, ctx.n_valid
+    e_sy = torch.einsum("bn,bnr,br->b", w, 1 - ctx.iou_sy, v) / nv.clamp_min(1)
+    e_ss = pair_expectation(1 - ctx.iou_ss, w, w, ctx.ged_estimator)
+    e_yy = pair_expectation(1 - ctx.iou_yy, v, v, ctx.ged_estimator)
     return _nan_where(nv == 0, 2 * e_sy - e_ss - e_yy)
 
 
 def ged(samples: Tensor, raters: Tensor, rater_valid: Tensor | None = None,
-        convention: str = "standard", threshold: float = 0.5) -> Tensor:
+        convention: str = "standard", threshold: float = 0.5,
+        sample_weights: Tensor | None = None, estimator: str = "all_pairs") -> Tensor:
     """Squared generalised energy distance per case ``[B]``, d(a,b) = 1 - IoU(a,b).
 
-    GED^2 = 2 E[d(S,Y)] - E[d(S,S')] - E[d(Y,Y')], expectations over ALL pairs including
-    i = i' (denominators N*R, N^2, R^2; R counts valid raters only), S = samples > threshold.
+    GED^2 = 2 E[d(S,Y)] - E[d(S,S')] - E[d(Y,Y')], S = samples > threshold, Y the valid raters.
+    ``estimator`` (named, reported in every table caption):
+    - ``"all_pairs"`` (default; Kohl, PHiSeg and the D-Persona code): expectations over ALL
+      pairs including i = i' (denominators N*R, N^2, R^2). Its value depends on N: the
+      diagonal terms d(S_i,S_i) = 0 weigh 1/N, so fewer samples give a larger GED.
+    - ``"distinct"``: E[d(S,S')] and E[d(Y,Y')] over distinct pairs only (N(N-1), R(R-1));
+      a single sample (or rater) contributes 0.
+    ``sample_weights [B,N]``: weighted expectations, E[d(S,Y)] = sum_i w_i mean_j d(S_i,Y_j),
+    E[d(S,S')] = sum_{i,i'} w_i w_i' d(S_i,S_i') ("distinct": over i != i', divided by
+    1 - sum_i w_i^2). With integer weights c_i / sum c, "all_pairs" equals GED on the samples
+    replicated c_i times.
     ``"standard"``: two empty masks have IoU 1 (d = 0). ``"dpersona"``: IoU = |a∧b| /
     (|a∨b| + 1e-8), so two empty masks have d = 1, also on the diagonal (the D-Persona code).
-    Both are >= 0 (up to ~1e-8): 1 - d is a positive definite (Tanimoto) kernel, so GED^2 is a
-    squared MMD.
+    "all_pairs" GED^2 >= 0 (up to ~1e-8): 1 - d is a positive definite (Tanimoto) kernel, so
+    it is a squared MMD.
     """
     return ged_ctx(MetricContext.build(raters, samples=samples, rater_valid=rater_valid,
-                                       convention=convention, threshold=threshold))
+                                       convention=convention, threshold=threshold,
+                                       sample_weights=sample_weights, ged_estimator=estimator))
 
 
 # ---------------------------------------------------------------------------------------------
 # Dice_soft
 def _soft_dice(pred: Tensor, target: Tensor, ctx: MetricContext) -> Tensor:
     """Mean over t in SOFT_THRESHOLDS of Dice(pred > t, target > t); pred/target ``[B,P]``.
-    Loops over the five thresholds only; each step is one vectorised pass."""
+    Loops over the five thresholds only; each step is one vectorised pass. "> t" is strict
+    under ``convention="dpersona"`` (the reference code) and "> t + 1e-6" otherwise."""
     dt = ctx.dtype
     a = torch.empty(pred.shape, dtype=dt, device=pred.device)
     b = torch.empty(target.shape, dtype=dt, device=target.device)
+    atol = 0.0 if ctx.convention == "dpersona" else THRESHOLD_ATOL
     counts = []  # per threshold: |a|, |b|, |a ∧ b|, each [B]
     for t in SOFT_THRESHOLDS:
-        torch.gt(pred, t + THRESHOLD_ATOL, out=a)
-        torch.gt(target, t + THRESHOLD_ATOL, out=b)
+        torch.gt(pred, t + atol, out=a)
+        torch.gt(target, t + atol, out=b)
         counts.append(torch.stack([a.sum(-1), b.sum(-1),
                                    torch.bmm(a.unsqueeze(1), b.unsqueeze(-1)).view(-1)]))
     size_a, size_b, inter = torch.stack(counts, -1)  # each [B,T]
@@ -81,36 +121,34 @@ def dice_soft_ctx(ctx: MetricContext) -> Tensor:
 
 
 def dice_soft(samples: Tensor, raters: Tensor, rater_valid: Tensor | None = None,
-              convention: str = "standard") -> Tensor:
+              convention: str = "standard", sample_weights: Tensor | None = None) -> Tensor:
     """QUBIQ soft Dice per case ``[B]``: mean over t in {0.1,0.3,0.5,0.7,0.9} of
     Dice(mean_i S_i > t, mean_j Y_j > t), with the SOFT samples (not binarised) and the mean
-    over valid raters. "> t" is tested as "> t + 1e-6" so a mean equal to t is not above it
-    whatever the rounding. Both thresholded maps empty -> Dice 1 (either convention; the
-    D-Persona code's +1e-8 under ``convention="dpersona"``).
+    over valid raters; ``sample_weights``: the weighted mean sum_i w_i S_i.
+    ``"standard"``: "> t" is tested as "> t + 1e-6" so a mean equal to t is not above it
+    whatever the float rounding. ``"dpersona"``: strict "> t" on the float32 means, exactly as
+    the D-Persona code. Both thresholded maps empty -> Dice 1 (either convention; the D-Persona
+    code's +1e-8 under ``convention="dpersona"``).
     """
     return dice_soft_ctx(MetricContext.build(raters, samples=samples, rater_valid=rater_valid,
-                                             convention=convention))
+                                             convention=convention, sample_weights=sample_weights))
 
 
 # ---------------------------------------------------------------------------------------------
 # Diversity
 def sample_diversity_ctx(ctx: MetricContext) -> Tensor:
-    n = ctx.num_samples
-    d = 1 - ctx.iou_ss
-    off = d.sum((1, 2)) - d.diagonal(dim1=1, dim2=2).sum(-1)
-    if n == 1:
-        return torch.zeros_like(off)
-    return off / (n * (n - 1))
+    return pair_expectation(1 - ctx.iou_ss, ctx.w, ctx.w, "distinct")
 
 
 def sample_diversity(samples: Tensor, raters: Tensor, convention: str = "standard",
-                     threshold: float = 0.5) -> Tensor:
+                     threshold: float = 0.5, sample_weights: Tensor | None = None) -> Tensor:
     """Mean pairwise distance between distinct samples per case ``[B]``:
-    sum_{i != i'} (1 - IoU(S_i, S_i')) / (N (N-1)). N = 1 gives 0 (a single sample has no
-    spread). Two empty samples: distance 0 ("standard") or 1 ("dpersona"). ``raters`` only
-    fixes B, H, W (checked like every metric)."""
+    sum_{i != i'} (1 - IoU(S_i, S_i')) / (N (N-1)); weighted: sum_{i != i'} w_i w_i' d /
+    (1 - sum_i w_i^2). N = 1 gives 0 (a single sample has no spread). Two empty samples:
+    distance 0 ("standard") or 1 ("dpersona"). ``raters`` only fixes B, H, W."""
     return sample_diversity_ctx(MetricContext.build(raters, samples=samples,
-                                                    convention=convention, threshold=threshold))
+                                                    convention=convention, threshold=threshold,
+                                                    sample_weights=sample_weights))
 
 
 def rater_disagreement_ctx(ctx: MetricContext) -> Tensor:
@@ -197,15 +235,19 @@ def consensus_dice_soft(consensus: Tensor, raters: Tensor, rater_valid: Tensor |
 
 # ---------------------------------------------------------------------------------------------
 # NCC (PHiSeg)
-NCC_EPS = 1e-8  # PHiSeg's log(p + eps); it cancels out of the closed form below
+def _is_constant(x: Tensor) -> Tensor:
+    """Maps constant over the last dim up to rounding (range <= 64 ulp of their magnitude)."""
+    hi, lo = x.amax(-1), x.amin(-1)
+    scale = torch.maximum(hi.abs(), lo.abs()).clamp_min(1.0)
+    return (hi - lo) <= 64 * torch.finfo(x.dtype).eps * scale
 
 
 def _pearson(u: Tensor, e: Tensor) -> Tensor:
     """Pearson's r between ``u [B,P]`` and each map of ``e [B,R,P]`` (population std); 0 where
-    either map is constant. ``e`` is overwritten (centred in place)."""
+    either map is constant (up to rounding). ``e`` is overwritten (centred in place)."""
     n = u.shape[-1]
     uc = u - u.mean(-1, keepdim=True)
-    const = (u.amax(-1) == u.amin(-1)).unsqueeze(-1) | (e.amax(-1) == e.amin(-1))
+    const = _is_constant(u).unsqueeze(-1) | _is_constant(e)
     e -= e.mean(-1, keepdim=True)
     cov = torch.bmm(e, uc.unsqueeze(-1)).squeeze(-1) / n
     denom = torch.sqrt((uc * uc).mean(-1, keepdim=True)) * torch.linalg.vector_norm(e, dim=-1) \
@@ -214,26 +256,46 @@ def _pearson(u: Tensor, e: Tensor) -> Tensor:
 
 
 def ncc_ctx(ctx: MetricContext) -> Tensor:
-    m = ctx.sample_count / ctx.num_samples  # [B,P] fraction of samples marking each pixel
-    u = m * (1 - m)  # uncertainty map, up to an affine map
-    e = (ctx.y - m.unsqueeze(1)).abs_()  # [B,R,P] error maps, up to an affine map
-    return _valid_mean(_pearson(u, e), ctx.valid)
+    maps = ctx.ncc_maps_pass
+    m, log_p, log_q = maps["m"], maps["log_p"], maps["log_q"]
+    u = -(m * log_p + (1 - m) * log_q)  # E_ss [B,P]
+    # E_sy_j = c + Y_j * d with c = -log_q, d = log_q - log_p (Y_j is 0/1), so Pearson's r of
+    # (E_ss, E_sy_j) needs only [B,P] maps and one product with the rater masks:
+    # cov = mean(uc * (cc + Y d)), var_e = mean((cc + Y d)^2) - mean(Y d)^2 with uc, cc centred.
+    n = u.shape[-1]
+    uc = u - u.mean(-1, keepdim=True)
+    c = -log_q
+    cc = c - c.mean(-1, keepdim=True)
+    d = log_q - log_p
+    y = ctx.y.to(u.dtype)  # [B,R,P]
+    mom = torch.bmm(y, torch.stack([d, d * d, d * uc, d * cc], -1)) / n  # [B,R,4]
+    m_yd, m_yd2, m_ydu, m_ydc = mom.unbind(-1)
+    cov = (uc * cc).mean(-1, keepdim=True) + m_ydu
+    var_e = ((cc * cc).mean(-1, keepdim=True) + 2 * m_ydc + m_yd2 - m_yd * m_yd).clamp_min(0)
+    var_u = (uc * uc).mean(-1, keepdim=True)
+    scale_e = ((c * c).mean(-1, keepdim=True) + m_yd2).clamp_min(1.0)
+    const = (var_u <= 1e-12 * (u * u).mean(-1, keepdim=True).clamp_min(1.0)) | (var_e <= 1e-12 * scale_e)
+    r = torch.where(const, torch.zeros_like(cov), cov / torch.sqrt(torch.where(const, 1, var_u * var_e)))
+    return _valid_mean(r.to(ctx.dtype), ctx.valid)
 
 
 def ncc(samples: Tensor, raters: Tensor, rater_valid: Tensor | None = None,
-        threshold: float = 0.5) -> Tensor:
-    """PHiSeg's NCC per case ``[B]``: mean over valid raters j of NCC(U, E_j).
+        threshold: float = 0.5, sample_weights: Tensor | None = None,
+        maps: str = "soft") -> Tensor:
+    """PHiSeg's NCC per case ``[B]`` (Baumgartner et al. 2019, ``variance_ncc_dist``): mean over
+    valid raters j of NCC(E_ss, E_sy_j).
 
-    With binary samples S_i = p_i > threshold, eps = 1e-8 and the pixelwise binary
-    cross-entropy xent(s, t) = -(t log(s + eps) + (1 - t) log(1 - s + eps)):
-    uncertainty map U = mean_i xent(S_i, m) with m = mean_i S_i (PHiSeg's E_ss), error map
-    E_j = mean_i xent(S_i, Y_j) (PHiSeg's E_sy). NCC(a, b) = mean((a - mean a)(b - mean b)) /
-    (std a * std b), population std (Pearson's r, as PHiSeg's zero-normalised correlate).
-    Because the S_i are 0/1, with delta = log(1 + eps) - log(eps) > 0:
-    U = 2 delta m(1 - m) - log(1 + eps) and E_j = delta |Y_j - m| - log(1 + eps), so exactly
-    NCC(U, E_j) = NCC(m(1 - m), |Y_j - m|), which is what is computed.
-    Constant-map convention: if U or E_j is constant over the image, NCC(U, E_j) = 0 (PHiSeg
-    would give NaN). Not affected by ``convention``.
+    With q_i the sample maps, eps = 1e-8 and the pixelwise binary cross-entropy
+    xent(q, t) = -(t log(q + eps) + (1 - t) log(1 - q + eps)):
+    E_ss = mean_i xent(q_i, m) with m = mean_i q_i (the uncertainty map), E_sy_j = mean_i
+    xent(q_i, Y_j) (rater j's error map); NCC(a, b) = mean((a - mean a)(b - mean b)) /
+    (std a * std b), population std (Pearson's r, PHiSeg's zero-normalised correlate).
+    ``maps="soft"`` (default, as published: PHiSeg feeds the softmax sample maps): q_i = p_i.
+    ``maps="binary"``: q_i = p_i > threshold (this toolkit's earlier NCC; differs by up to ~0.5).
+    ``sample_weights``: every mean over i is the weighted mean sum_i w_i (.).
+    Constant-map convention: if E_ss or E_sy_j is constant over the image, NCC = 0 (PHiSeg
+    would give NaN). Computed in float64 (float32 on MPS). Not affected by ``convention``.
     """
     return ncc_ctx(MetricContext.build(raters, samples=samples, rater_valid=rater_valid,
-                                       threshold=threshold))
+                                       threshold=threshold, sample_weights=sample_weights,
+                                       ncc_maps=maps))

@@ -27,73 +27,100 @@ def _matched_mean(mat: np.ndarray) -> float:
     return float(mat[rows, cols].mean())
 
 
+def _matched_rater_mean(mat: np.ndarray) -> float:
+    """Sum of the maximum-weight assignment on ``mat [R,N]`` divided by R: every rater counts,
+    a rater left without a sample (N < R) scores 0."""
+    rows, cols = linear_sum_assignment(mat, maximize=True)
+    return float(mat[rows, cols].sum() / mat.shape[0])
+
+
 def _per_case(values: list[float], like: Tensor) -> Tensor:
     return torch.tensor(values, dtype=like.dtype, device=like.device)
 
 
 # ---------------------------------------------------------------------------------------------
+def _sample_mean(m: Tensor, ctx: MetricContext) -> Tensor:
+    """(Weighted) mean over the samples of ``m [B,R,N]`` -> ``[B,R]``."""
+    if not ctx.weighted:
+        return m.mean(-1)
+    return torch.einsum("brn,bn->br", m, ctx.w.to(m.dtype))
+
+
 def dice_max_ctx(ctx: MetricContext) -> Tensor:
     m = ctx.dice_ys  # [B,R,N]
     best = torch.where(ctx.rater_valid.unsqueeze(-1), m, torch.full_like(m, -math.inf)).amax(1)
-    return _nan_where(ctx.n_valid == 0, best.mean(-1))
+    return _nan_where(ctx.n_valid == 0, _sample_mean(best.unsqueeze(1), ctx).squeeze(1))
 
 
 def dice_max(samples: Tensor, raters: Tensor, rater_valid: Tensor | None = None,
-             convention: str = "standard", threshold: float = 0.5) -> Tensor:
+             convention: str = "standard", threshold: float = 0.5,
+             sample_weights: Tensor | None = None) -> Tensor:
     """Dice_max = mean_i max_j M[j,i] per case ``[B]``, M[j,i] = Dice(Y_j, S_i) over valid
-    raters j (each sample scored by its closest rater). Empty masks: see ``dice_matrix``."""
+    raters j (each sample scored by its closest rater); weighted: sum_i w_i max_j M[j,i].
+    Empty masks: see ``dice_matrix``."""
     return dice_max_ctx(MetricContext.build(raters, samples=samples, rater_valid=rater_valid,
-                                            convention=convention, threshold=threshold))
+                                            convention=convention, threshold=threshold,
+                                            sample_weights=sample_weights))
 
 
 def sample_rater_dice_ctx(ctx: MetricContext) -> Tensor:
-    m = ctx.dice_ys  # [B,R,N]
-    return _nan_where(~ctx.rater_valid, m.mean(-1))
+    return _nan_where(~ctx.rater_valid, _sample_mean(ctx.dice_ys, ctx))
 
 
 def sample_rater_dice(samples: Tensor, raters: Tensor, rater_valid: Tensor | None = None,
-                      convention: str = "standard", threshold: float = 0.5) -> Tensor:
+                      convention: str = "standard", threshold: float = 0.5,
+                      sample_weights: Tensor | None = None) -> Tensor:
     """Per-rater Dice a NON-personalised sample achieves: ``[B,R]`` with entry r =
-    mean_i M[r,i] = mean over samples i of Dice(Y_r, S_i) (NaN for invalid raters).
+    mean_i M[r,i] = mean over samples i of Dice(Y_r, S_i) (weighted: sum_i w_i M[r,i]; NaN for
+    invalid raters).
 
     It is what scoring each rater against a fixed (randomly chosen) sample gives in expectation,
     so ``per_rater_dice - sample_rater_dice`` is the gain of personalisation. Empty masks: see
     ``dice_matrix`` (both empty -> 1)."""
     return sample_rater_dice_ctx(MetricContext.build(raters, samples=samples, rater_valid=rater_valid,
-                                                     convention=convention, threshold=threshold))
+                                                     convention=convention, threshold=threshold,
+                                                     sample_weights=sample_weights))
 
 
 def sample_rater_dice_mean_ctx(ctx: MetricContext) -> Tensor:
-    return _valid_mean(ctx.dice_ys.mean(-1), ctx.valid)
+    return _valid_mean(_sample_mean(ctx.dice_ys, ctx), ctx.valid)
 
 
 def sample_rater_dice_mean(samples: Tensor, raters: Tensor, rater_valid: Tensor | None = None,
-                           convention: str = "standard", threshold: float = 0.5) -> Tensor:
+                           convention: str = "standard", threshold: float = 0.5,
+                           sample_weights: Tensor | None = None) -> Tensor:
     """``[B]``: mean over valid raters of ``sample_rater_dice`` = mean over all (valid rater,
-    sample) pairs of Dice(Y_j, S_i)."""
+    sample) pairs of Dice(Y_j, S_i) (samples weighted by ``sample_weights``)."""
     return sample_rater_dice_mean_ctx(MetricContext.build(raters, samples=samples,
                                                           rater_valid=rater_valid,
-                                                          convention=convention, threshold=threshold))
+                                                          convention=convention, threshold=threshold,
+                                                          sample_weights=sample_weights))
 
 
 def dice_max_reverse_ctx(ctx: MetricContext) -> Tensor:
-    return _valid_mean(ctx.dice_ys.amax(-1), ctx.valid)
+    m = ctx.dice_ys
+    if ctx.weighted:  # a sample without mass is not a sample
+        m = torch.where(ctx.w.unsqueeze(1) > 0, m, torch.full_like(m, -math.inf))
+    return _valid_mean(m.amax(-1), ctx.valid)
 
 
 def dice_max_reverse(samples: Tensor, raters: Tensor, rater_valid: Tensor | None = None,
-                     convention: str = "standard", threshold: float = 0.5) -> Tensor:
+                     convention: str = "standard", threshold: float = 0.5,
+                     sample_weights: Tensor | None = None) -> Tensor:
     """Dice_max_reverse = mean over valid raters j of max_i M[j,i] per case ``[B]`` (each rater
-    scored by its closest sample)."""
+    scored by its closest sample; with ``sample_weights`` the max runs over samples of weight
+    > 0)."""
     return dice_max_reverse_ctx(MetricContext.build(raters, samples=samples,
                                                     rater_valid=rater_valid,
-                                                    convention=convention, threshold=threshold))
+                                                    convention=convention, threshold=threshold,
+                                                    sample_weights=sample_weights))
 
 
 # ---------------------------------------------------------------------------------------------
 def dice_match_ctx(ctx: MetricContext) -> Tensor:
     m = ctx.dice_ys.detach().to("cpu", torch.float64).numpy()
     valid = ctx.rater_valid.cpu().numpy()
-    out = [_matched_mean(m[b][valid[b]]) if valid[b].any() else math.nan
+    out = [_matched_rater_mean(m[b][valid[b]]) if valid[b].any() else math.nan
            for b in range(m.shape[0])]
     return _per_case(out, ctx.dice_ys)
 
@@ -101,9 +128,15 @@ def dice_match_ctx(ctx: MetricContext) -> Tensor:
 def dice_match(samples: Tensor, raters: Tensor, rater_valid: Tensor | None = None,
                convention: str = "standard", threshold: float = 0.5) -> Tensor:
     """Dice_match per case ``[B]``: Hungarian assignment pi maximising sum_j M[j, pi(j)] (i.e.
-    minimising 1 - M) between valid raters and samples, each used at most once; the value is
-    the mean of M over the min(R, N) matched pairs. N >= R: mean over all raters; N < R: only N
-    raters get a sample and the mean is over those N pairs (unmatched raters are not scored)."""
+    minimising 1 - M) between the R valid raters and the N samples, each sample used at most
+    once; the value is (1/R) sum over the matched pairs of M, i.e. the mean over ALL valid
+    raters, where a rater left without a sample scores 0.
+
+    N >= R: every rater gets its own sample (the D-Persona code's Dice_match). N < R: only N
+    raters can be matched and the other R - N score 0, so the metric cannot reward producing
+    fewer samples: adding a sample never lowers it, and one sample equal to rater 1 of four
+    different raters scores 1/4, not 1. (HM-IoU instead replicates the samples.) Sample
+    weights are ignored (a one-to-one matching has no masses)."""
     return dice_match_ctx(MetricContext.build(raters, samples=samples, rater_valid=rater_valid,
                                               convention=convention, threshold=threshold))
 

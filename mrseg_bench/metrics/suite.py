@@ -7,6 +7,7 @@ name. ``spec.fn(ctx)`` takes a ``MetricContext`` and returns ``[B]`` (or ``[B,R]
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -19,18 +20,39 @@ from ..registry import METRICS
 from ..types import Capability, Prediction
 from . import functional as F
 from . import matching as M
-from .context import MetricContext
+from .context import GED_ESTIMATORS, NCC_MAPS, MetricContext, check_option
 from .pairwise import check_convention
 
 Tensor = torch.Tensor
 
 
+# Report tables a metric can name in ``MetricSpec.table`` (a plugin may name a new one: the
+# report then makes a table of that name). "" means: the table of the required capability.
+CAPABILITY_TABLES: dict[Capability, str] = {
+    Capability.DIVERSE: "diversity",
+    Capability.PERSONALIZED: "personalization",
+    Capability.CONSENSUS: "consensus",
+}
+N_SAMPLES_METRIC = "n_samples"  # the number of samples N a diverse method was scored with
+
+
 @dataclass(frozen=True)
 class MetricSpec:
-    """A registered metric: ``fn(ctx) -> [B]`` (``[B,R]`` if ``per_rater``), the capability
-    whose tensor it scores, and whether higher values are better. ``descriptive`` marks a
-    quantity to compare rather than rank (sample diversity vs rater disagreement): reports
-    should neither bold nor rank it, whatever ``higher_is_better`` says."""
+    """A registered metric and everything a report needs to show it.
+
+    - ``fn(ctx) -> [B]`` (``[B,R]`` if ``per_rater``); ``requires``: the capability whose tensor
+      it scores; ``higher_is_better``: its direction; ``description``: one line for ``list``.
+    - ``descriptive``: a quantity to compare rather than rank (sample diversity vs rater
+      disagreement): no arrow, never bold, and the gate fails a change either way.
+    - ``table``: the report table it belongs to ("" = by capability: diversity /
+      personalization / consensus; any other name makes its own table); ``show=False`` keeps
+      it out of tables (stored only, e.g. a per-rater metric whose mean is another metric).
+    - ``label`` (column header, default the name), ``fmt`` (format spec of a value),
+      ``rater_columns`` (per-rater metrics: one column per rater R1..Rk instead of the mean
+      over raters), ``significance`` (test against the reference method), ``summary`` (a column
+      of the terminal summary after ``run``), ``gate_tolerance`` (the gate's default absolute
+      tolerance for it; None: the baseline's default), ``order`` (column order in its table).
+    """
 
     name: str
     fn: Callable[[MetricContext], Tensor]
@@ -39,47 +61,94 @@ class MetricSpec:
     per_rater: bool
     description: str
     descriptive: bool = False
+    table: str = ""
+    label: str = ""
+    fmt: str = ".3f"
+    show: bool = True
+    rater_columns: bool = False
+    significance: bool = True
+    summary: bool = False
+    gate_tolerance: float | None = None
+    order: float = 1000.0
+
+    @property
+    def table_name(self) -> str:
+        return self.table or CAPABILITY_TABLES[Capability(self.requires)]
+
+    @property
+    def column_label(self) -> str:
+        return self.label or self.name
+
+
+def n_samples_ctx(ctx: MetricContext) -> Tensor:
+    """N, the number of samples of each case ``[B]`` (what every sample-count-dependent metric
+    was computed with)."""
+    return torch.full((ctx.batch_size,), float(ctx.num_samples), dtype=ctx.dtype,
+                      device=ctx.raters.device)
 
 
 _D, _P, _C = Capability.DIVERSE, Capability.PERSONALIZED, Capability.CONSENSUS
-BUILTIN_SPECS: tuple[MetricSpec, ...] = (
-    MetricSpec("ged", F.ged_ctx, _D, False, False,
-               "squared generalised energy distance, d = 1 - IoU (lower is better)"),
-    MetricSpec("dice_soft", F.dice_soft_ctx, _D, True, False,
-               "mean over t in {.1,.3,.5,.7,.9} of Dice(mean sample > t, mean rater > t)"),
-    MetricSpec("dice_max", M.dice_max_ctx, _D, True, False,
-               "mean over samples of the best Dice with any rater"),
-    MetricSpec("dice_max_reverse", M.dice_max_reverse_ctx, _D, True, False,
-               "mean over raters of the best Dice with any sample"),
-    MetricSpec("sample_rater_dice", M.sample_rater_dice_ctx, _D, True, True,
-               "Dice of rater r against a fixed (non-personalised) sample, mean over samples"),
-    MetricSpec("sample_rater_dice_mean", M.sample_rater_dice_mean_ctx, _D, True, False,
-               "mean over valid raters of sample_rater_dice (compare with per_rater_dice_mean)"),
-    MetricSpec("dice_match", M.dice_match_ctx, _D, True, False,
-               "mean Dice over Hungarian-matched rater/sample pairs"),
-    MetricSpec("hm_iou", M.hm_iou_ctx, _D, True, False,
-               "Hungarian-matched IoU, sets replicated to lcm(N, R) (Kohl 2019 / MoSE)"),
-    MetricSpec("ncc", F.ncc_ctx, _D, True, False,
-               "PHiSeg NCC between the sample uncertainty map and each rater's error map"),
-    MetricSpec("sample_diversity", F.sample_diversity_ctx, _D, True, False,
-               "mean 1 - IoU between distinct samples (compare with rater_disagreement)",
-               descriptive=True),
-    MetricSpec("rater_disagreement", F.rater_disagreement_ctx, _D, False, False,
-               "mean 1 - IoU between distinct valid raters: the data's own ambiguity "
-               "(same for every method; reported beside sample_diversity)", descriptive=True),
-    MetricSpec("per_rater_dice", F.per_rater_dice_ctx, _P, True, True,
-               "Dice of output r against rater r (fixed pairing)"),
-    MetricSpec("per_rater_dice_mean", F.per_rater_dice_mean_ctx, _P, True, False,
-               "mean over valid raters of per_rater_dice"),
-    MetricSpec("per_rater_dice_matched", M.per_rater_dice_matched_ctx, _P, True, True,
-               "per-rater Dice after Hungarian matching of outputs to raters (D-Persona protocol)"),
-    MetricSpec("consensus_dice", F.consensus_dice_ctx, _C, True, False,
-               "Dice of consensus > 0.5 against the valid raters' majority vote (ties -> 1)"),
-    MetricSpec("consensus_dice_soft", F.consensus_dice_soft_ctx, _C, True, False,
-               "Dice_soft thresholds on the consensus probability vs the mean rater mask"),
-)
+BUILTIN_SPECS: tuple[MetricSpec, ...] = tuple(
+    dataclasses.replace(spec, order=float(i)) for i, spec in enumerate((
+        MetricSpec(N_SAMPLES_METRIC, n_samples_ctx, _D, True, False,
+                   "number of samples N scored per case", descriptive=True, label="N", fmt=".0f",
+                   significance=False),
+        MetricSpec("ged", F.ged_ctx, _D, False, False,
+                   "squared generalised energy distance, d = 1 - IoU (lower is better)",
+                   label="GED", summary=True),
+        MetricSpec("dice_soft", F.dice_soft_ctx, _D, True, False,
+                   "mean over t in {.1,.3,.5,.7,.9} of Dice(mean sample > t, mean rater > t)",
+                   label="Dice_soft", summary=True),
+        MetricSpec("dice_match", M.dice_match_ctx, _D, True, False,
+                   "Hungarian-matched rater/sample Dice, mean over all raters (unmatched: 0)",
+                   label="Dice_match", summary=True),
+        MetricSpec("dice_max", M.dice_max_ctx, _D, True, False,
+                   "mean over samples of the best Dice with any rater", label="Dice_max"),
+        MetricSpec("dice_max_reverse", M.dice_max_reverse_ctx, _D, True, False,
+                   "mean over raters of the best Dice with any sample", label="Dice_max_rev"),
+        MetricSpec("hm_iou", M.hm_iou_ctx, _D, True, False,
+                   "Hungarian-matched IoU, sets replicated to lcm(N, R) (Kohl 2019 / MoSE)",
+                   label="HM-IoU"),
+        MetricSpec("ncc", F.ncc_ctx, _D, True, False,
+                   "PHiSeg NCC between the sample uncertainty map and each rater's error map",
+                   label="NCC"),
+        MetricSpec("sample_rater_dice", M.sample_rater_dice_ctx, _D, True, True,
+                   "Dice of rater r against a fixed (non-personalised) sample, mean over samples",
+                   show=False),
+        MetricSpec("sample_rater_dice_mean", M.sample_rater_dice_mean_ctx, _D, True, False,
+                   "mean over valid raters of sample_rater_dice (compare with per_rater_dice_mean)",
+                   label="Dice fixed"),
+        MetricSpec("sample_diversity", F.sample_diversity_ctx, _D, True, False,
+                   "mean 1 - IoU between distinct samples (compare with rater_disagreement)",
+                   descriptive=True, label="Sample div."),
+        MetricSpec("rater_disagreement", F.rater_disagreement_ctx, _D, False, False,
+                   "mean 1 - IoU between distinct valid raters: the data's own ambiguity "
+                   "(same for every method; reported beside sample_diversity)", descriptive=True,
+                   label="Rater disagr."),
+        MetricSpec("per_rater_dice", F.per_rater_dice_ctx, _P, True, True,
+                   "Dice of output r against rater r (fixed pairing)", label="R",
+                   rater_columns=True),
+        MetricSpec("per_rater_dice_mean", F.per_rater_dice_mean_ctx, _P, True, False,
+                   "mean over valid raters of per_rater_dice", label="Mean", summary=True),
+        MetricSpec("per_rater_dice_matched", M.per_rater_dice_matched_ctx, _P, True, True,
+                   "per-rater Dice after Hungarian matching of outputs to raters (D-Persona "
+                   "protocol); the table shows its mean over raters", label="Matched",
+                   gate_tolerance=0.05),
+        MetricSpec("consensus_dice", F.consensus_dice_ctx, _C, True, False,
+                   "Dice of consensus > 0.5 against the valid raters' majority vote (ties -> 1)",
+                   label="Consensus Dice", summary=True),
+        MetricSpec("consensus_dice_soft", F.consensus_dice_soft_ctx, _C, True, False,
+                   "Dice_soft thresholds on the consensus probability vs the mean rater mask",
+                   label="Consensus Dice_soft"),
+    )))
 for _spec in BUILTIN_SPECS:
     METRICS.add(_spec.name, _spec)
+
+
+def metric_specs() -> list[MetricSpec]:
+    """Every registered MetricSpec (plugins included) in column order: ``order``, then name."""
+    specs = [obj for _, obj in METRICS.items() if isinstance(obj, MetricSpec)]
+    return sorted(specs, key=lambda s: (s.order, s.name))
 
 
 def _as_capabilities(caps: Iterable[Capability | str]) -> frozenset[Capability]:
@@ -95,11 +164,16 @@ def _as_capabilities(caps: Iterable[Capability | str]) -> frozenset[Capability]:
 
 class MetricSuite:
     """Scores the metrics named (comma list / fnmatch patterns / sequence; default: all
-    registered) on the outputs a prediction declares."""
+    registered) on the outputs a prediction declares (``pred.sample_weights`` included).
+    ``ged_estimator`` ("all_pairs" | "distinct") and ``ncc_maps`` ("soft" | "binary"): see
+    ``functional.ged`` and ``functional.ncc``."""
 
     def __init__(self, names: Sequence[str] | str | None = None, convention: str = "standard",
-                 threshold: float = 0.5) -> None:
+                 threshold: float = 0.5, ged_estimator: str = "all_pairs",
+                 ncc_maps: str = "soft") -> None:
         self.convention = check_convention(convention)
+        self.ged_estimator = check_option("ged_estimator", ged_estimator, GED_ESTIMATORS)
+        self.ncc_maps = check_option("ncc_maps", ncc_maps, NCC_MAPS)
         if not 0.0 <= float(threshold) < 1.0:
             raise ValueError(f"threshold must be in [0, 1), got {threshold!r}")
         self.threshold = float(threshold)
@@ -146,6 +220,9 @@ class MetricSuite:
                 consensus=pred.consensus if _C in caps else None,
                 convention=self.convention,
                 threshold=self.threshold,
+                sample_weights=pred.sample_weights if _D in caps else None,
+                ged_estimator=self.ged_estimator,
+                ncc_maps=self.ncc_maps,
             )
             return {s.name: s.fn(ctx) for s in self.specs() if s.requires in caps}
 

@@ -35,6 +35,36 @@ def _check_probabilities(name: str, t: Tensor, ndim: int, layout: str) -> None:
         )
 
 
+WEIGHT_SUM_ATOL = 1e-4  # float32 gates (softmax outputs) sum to 1 within this
+
+
+def validate_weights(sample_weights: Tensor, samples: Tensor | None) -> Tensor:
+    """Check ``sample_weights [B,N]`` against ``samples [B,N,H,W]``: a float tensor on the
+    samples' device, finite, non-negative, each row summing to 1 (within 1e-4). Returns it."""
+    if samples is None:
+        raise ValueError("sample_weights given without samples (weights belong to samples [B,N,H,W])")
+    if not isinstance(sample_weights, Tensor):
+        raise ValueError(f"sample_weights must be a torch.Tensor [B,N], got {type(sample_weights).__name__}")
+    if not sample_weights.is_floating_point():
+        raise ValueError(f"sample_weights must be a float tensor [B,N], got dtype {sample_weights.dtype}")
+    if tuple(sample_weights.shape) != tuple(samples.shape[:2]):
+        raise ValueError(f"sample_weights {_shape(sample_weights)} must be [B,N] = "
+                         f"{tuple(samples.shape[:2])} for samples {_shape(samples)}")
+    if sample_weights.device != samples.device:
+        raise ValueError(f"sample_weights is on {sample_weights.device} but samples are on {samples.device}")
+    if not bool(torch.isfinite(sample_weights).all()):
+        raise ValueError(f"sample_weights {_shape(sample_weights)} contains NaN or inf")
+    if bool((sample_weights < 0).any()):
+        raise ValueError(f"sample_weights {_shape(sample_weights)} must be non-negative; "
+                         f"min {float(sample_weights.min()):g}")
+    sums = sample_weights.double().sum(-1)
+    worst = float((sums - 1).abs().max())
+    if worst > WEIGHT_SUM_ATOL:
+        raise ValueError(f"sample_weights {_shape(sample_weights)}: each row must sum to 1; "
+                         f"row sums {sums[:5].tolist()} (off by up to {worst:.3g})")
+    return sample_weights
+
+
 def validate_inputs(
     raters: Tensor,
     samples: Tensor | None = None,

@@ -6,12 +6,17 @@ fnmatch pattern (``"fusion.*"``, ``"*"``): a pattern section applies each key on
 config has that field; an exact-name section is strict (unknown keys are errors). Sections are
 applied from the least to the most specific (patterns in file order, then the exact name), and
 ``--set`` overrides all of them.
+
+A built-in preset is named by its name (``smoke``); a user's file by its path as given, normalised
+(``presets/ci.toml``, ``smoke.toml``): it never takes a built-in's name, so its runs never shadow
+the built-in's in reports and checks.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -60,7 +65,8 @@ def load_preset(name: str) -> Preset:
         path = Path(name)
         if not path.is_file():
             raise FileNotFoundError(f"preset file {path} does not exist")
-        text, pname = path.read_text(encoding="utf-8"), path.stem
+        # a user preset is named by its path (never its stem), so it cannot shadow a built-in
+        text, pname = path.read_text(encoding="utf-8"), os.path.normpath(name)
     else:
         if name not in preset_names():
             raise ValueError(f"unknown preset {name!r}; valid: {', '.join(preset_names())} or a .toml file")

@@ -42,6 +42,8 @@ def table_cells(table: Table) -> list[list[Cell]]:
             mean = float(table.mean.at[method, col.key])
             std = float(table.std.at[method, col.key])
             spread = fmt_number(std, col) if int(table.n.at[method, col.key]) > 1 and math.isfinite(std) else ""
+            if spread and std == 0 and col.fmt.endswith(".0f"):  # a whole number that never varies (N)
+                spread = ""
             row.append(Cell(value=fmt_number(mean, col), spread=spread,
                             best=bool(best.at[method, col.key]),
                             significant=col.significance and bool(sig.at[method, col.key])))

@@ -37,13 +37,14 @@ from pathlib import Path
 from typing import Any
 
 from .aggregate import profile_values, run_means
-from .columns import base_metric, higher_is_better
-from .loader import load_results
+from .columns import base_metric, higher_is_better, metric_spec
+from .loader import SelectionError, load_results, select_experiment
 
 VERSION = 1
 DEFAULT_TOLERANCE: dict[str, float] = {"default": 0.02, "per_rater_dice_matched": 0.05}
 DEFAULT_THROUGHPUT = {"enabled": False, "rel_tolerance": 0.5}
 RUN_KEY = ("method", "dataset", "preset", "seed")
+CONFIG_KEYS = ("experiment", "overrides", "protocol", "convention")  # written by --update; optional
 _EPS = 1e-12
 
 
@@ -55,23 +56,89 @@ def _num(x: Any) -> float | None:
 
 
 def current_values(store_path: Path) -> tuple[list[dict], list[dict]]:
-    """(metric entries, throughput entries) of the store's latest done runs."""
-    results = load_results(store_path)
+    """(metric entries, throughput entries) of the store's latest done runs, every experiment.
+
+    Each entry carries its run's identity: ``RUN_KEY`` plus ``CONFIG_KEYS`` (experiment,
+    overrides as a dict, protocol, convention)."""
+    results = load_results(store_path, all_experiments=True)
+    ident = results.runs.set_index("run_id")[["experiment", "overrides", "protocol", "convention"]]
     means = run_means(results)
-    entries = [
-        {"method": r.method, "dataset": r.dataset, "preset": r.preset, "seed": int(r.seed),
-         "metric": r.key, "value": _num(r.value)}
-        for r in means.itertuples(index=False)
-    ]
     prof = profile_values(results)
     prof = prof[prof["key"] == "infer_images_per_s"]
-    thr = [
-        {"method": r.method, "dataset": r.dataset, "preset": r.preset, "seed": int(r.seed),
-         "value": _num(r.value)}
-        for r in prof.itertuples(index=False)
-    ]
-    key = lambda e: (e["dataset"], e["preset"], e["method"], e["seed"], e.get("metric", ""))  # noqa: E731
+
+    def entry(r, **more) -> dict:
+        extra = ident.loc[r.run_id]
+        return {"method": r.method_name, "dataset": r.dataset, "preset": r.preset, "seed": int(r.seed),
+                **more, "experiment": str(extra["experiment"]), "overrides": dict(extra["overrides"]),
+                "protocol": str(extra["protocol"]), "convention": str(extra["convention"])}
+
+    method_of = results.runs.set_index("run_id")["method"]
+    means = means.assign(method_name=means["run_id"].map(method_of))
+    prof = prof.assign(method_name=prof["run_id"].map(method_of))
+    entries = [entry(r, metric=r.key, value=_num(r.value)) for r in means.itertuples(index=False)]
+    thr = [entry(r, value=_num(r.value)) for r in prof.itertuples(index=False)]
+    key = lambda e: (e["dataset"], e["preset"], e["method"], e["seed"], _config_id(e), e.get("metric", ""))  # noqa: E731
     return sorted(entries, key=key), sorted(thr, key=key)
+
+
+def _config_id(e: dict) -> str:
+    """Canonical text of an entry's configuration fields (those it has)."""
+    return json.dumps({k: e[k] for k in CONFIG_KEYS if k in e}, sort_keys=True)
+
+
+def _matches(current: dict, wanted: dict) -> bool:
+    """``current`` belongs to the run ``wanted`` names: same RUN_KEY and the same value for every
+    configuration field ``wanted`` has (a baseline written before experiments has none but
+    the preset, which stands for the experiment)."""
+    if _run_id(current) != _run_id(wanted):
+        return False
+    exp = wanted.get("experiment", wanted["preset"])
+    if current["experiment"] != exp:
+        return False
+    return all(current[k] == wanted[k] for k in CONFIG_KEYS if k in wanted and k != "experiment")
+
+
+def select_current(baseline: dict[str, Any], metric_now: list[dict], thr_now: list[dict],
+                   where: str = "results store") -> tuple[list[dict], list[dict]]:
+    """The current entries of the baseline's experiments, one configuration per baselined run.
+
+    Raises ``SelectionError`` listing the choices when a baselined run matches several
+    configurations now (e.g. dpersona with beta=0.5 and beta=1.0 and a baseline that does not
+    say which)."""
+    base = baseline["entries"] + baseline["throughput"].get("entries", [])
+    experiments = {e.get("experiment", e["preset"]) for e in base}
+    wanted = {}
+    for e in base:
+        wanted.setdefault((*_run_id(e), _config_id(e)), e)
+    keep_configs: dict[tuple, set[str]] = {}
+    problems: list[str] = []
+    all_now = metric_now + thr_now
+    for w in wanted.values():
+        hits = {_config_id(c) for c in all_now if _matches(c, w)}
+        if len(hits) > 1:
+            choices = sorted(_describe(json.loads(h)) for h in hits)
+            problems.append(f"{'/'.join(map(str, _run_id(w)))} matches {len(hits)} configurations: "
+                            + "; ".join(choices))
+        keep_configs.setdefault(_run_id(w), set()).update(hits)
+    if problems:
+        raise SelectionError(f"{where}: the baseline's selection is ambiguous (add experiment/"
+                             f"overrides to its entries, or keep one configuration per run): "
+                             + " | ".join(problems))
+
+    def keep(c: dict) -> bool:
+        if c["experiment"] not in experiments:
+            return False
+        configs = keep_configs.get(_run_id(c))
+        return configs is None or _config_id(c) in configs
+
+    return [c for c in metric_now if keep(c)], [c for c in thr_now if keep(c)]
+
+
+def _describe(config: dict) -> str:
+    over = config.get("overrides") or {}
+    text = ", ".join(f"{k}={v}" for k, v in sorted(over.items())) or "no overrides"
+    return (f"experiment {config.get('experiment')!r} ({text}; protocol {config.get('protocol')}, "
+            f"convention {config.get('convention')})")
 
 
 def load_baseline(path: Path) -> dict[str, Any]:
@@ -103,6 +170,12 @@ def load_baseline(path: Path) -> dict[str, Any]:
     data["tolerance"] = {**DEFAULT_TOLERANCE, **tol}
     data["throughput"] = {**DEFAULT_THROUGHPUT, "entries": [], **thr}
     return data
+
+
+def _spec_tolerance(name: str, tol: dict) -> float:
+    """The metric's ``MetricSpec.gate_tolerance``, else the baseline's default."""
+    spec = metric_spec(base_metric(name))
+    return spec.gate_tolerance if spec is not None and spec.gate_tolerance is not None else tol["default"]
 
 
 def _run_id(e: dict) -> tuple:
@@ -137,7 +210,7 @@ def compare(baseline: dict[str, Any], metric_now: list[dict], thr_now: list[dict
         if run not in runs_now:
             continue
         name = str(e["metric"])
-        allowed = float(tolerance if tolerance is not None else tol.get(base_metric(name), tol["default"]))
+        allowed = float(tolerance if tolerance is not None else tol.get(base_metric(name), _spec_tolerance(name, tol)))
         b = _num(e["value"])
         key = (*run, name)
         ident = [*map(str, run), name]
@@ -225,13 +298,37 @@ def run_check(store_path: Path, baseline_path: Path, tolerance: float | None = N
         raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance}")
     metric_now, thr_now = current_values(store_path)
     if update:
+        previous = load_baseline(baseline_path) if baseline_path.is_file() else None
+        if previous is not None:
+            metric_now, thr_now = _of_experiments(previous, metric_now, thr_now)
+        else:
+            metric_now, thr_now = _single_experiment(store_path, metric_now, thr_now)
         if not metric_now:
             raise ValueError(f"results store {store_path}: no finished runs with metrics; "
                              "refusing to write an empty baseline")
-        previous = load_baseline(baseline_path) if baseline_path.is_file() else None
         write_baseline(baseline_path, metric_now, thr_now, previous)
-        runs = {_run_id(e) for e in metric_now}
+        runs = {(*_run_id(e), _config_id(e)) for e in metric_now}
         return True, (f"baseline {baseline_path} written: {len(runs)} runs, "
                       f"{len(metric_now)} metric values, {len(thr_now)} throughput values")
     baseline = load_baseline(baseline_path)
+    metric_now, thr_now = select_current(baseline, metric_now, thr_now, f"results store {store_path}")
     return compare(baseline, metric_now, thr_now, tolerance)
+
+
+def _of_experiments(previous: dict, metric_now: list[dict], thr_now: list[dict]):
+    """Entries of the experiments a previous baseline covered (an update keeps its scope)."""
+    base = previous["entries"] + previous["throughput"].get("entries", [])
+    exps = {e.get("experiment", e["preset"]) for e in base}
+    return [e for e in metric_now if e["experiment"] in exps], [e for e in thr_now if e["experiment"] in exps]
+
+
+def _single_experiment(store_path: Path, metric_now: list[dict], thr_now: list[dict]):
+    """A new baseline covers one experiment: the store's only one (else SelectionError)."""
+    import pandas as pd
+
+    runs = pd.DataFrame([{"experiment": e["experiment"], "run_id": (*_run_id(e), _config_id(e))}
+                         for e in metric_now]).drop_duplicates()
+    if runs.empty:
+        return metric_now, thr_now
+    chosen = set(select_experiment(runs, None, f"results store {store_path}")["experiment"])
+    return [e for e in metric_now if e["experiment"] in chosen], [e for e in thr_now if e["experiment"] in chosen]

@@ -1,9 +1,10 @@
-"""What each report column is: label, direction (higher/lower is better), required capability.
+"""What each report column is: label, direction (higher/lower is better), required capability,
+format, table.
 
-Metric directions and required capabilities come from the registered ``MetricSpec``s (a
-plugin metric gets them too); the table below covers the profile columns. Descriptive metrics
-(``sample_diversity``, ``rater_disagreement``) get direction ``None``: no arrow, no bold — a good
-method matches the raters' disagreement, it does not maximise diversity.
+Metric columns come from the registered ``MetricSpec``s (``mrseg_bench.metrics.suite``): label,
+direction, format, table, per-rater expansion, significance, summary flag, so a plugin metric
+gets its column without any report code. Descriptive metrics (``MetricSpec.descriptive``) get
+direction ``None``: no arrow, no bold. ``PROFILE_COLUMNS`` describes the profile (cost) values.
 """
 
 from __future__ import annotations
@@ -12,41 +13,28 @@ from dataclasses import dataclass
 
 from ..types import Capability
 
-# directions of the profile (cost) columns; metric directions come from the metric registry
-_PROFILE_HIGHER: dict[str, bool] = {
-    "params": False,
-    "flops_per_image": False,
-    "train_images_per_s": True,
-    "infer_images_per_s": True,
-    "latency_p50_ms": False,
-    "latency_p95_ms": False,
-    "peak_memory_mb": False,
-    "eval_wall_s": False,
-}
 
-LABELS: dict[str, str] = {
-    "ged": "GED",
-    "dice_soft": "Dice_soft",
-    "dice_max": "Dice_max",
-    "dice_max_reverse": "Dice_max_rev",
-    "dice_match": "Dice_match",
-    "hm_iou": "HM-IoU",
-    "ncc": "NCC",
-    "sample_diversity": "Sample div.",
-    "rater_disagreement": "Rater disagr.",
-    "per_rater_dice_mean": "Mean",
-    "sample_rater_dice_mean": "Dice fixed sample",
-    "per_rater_dice_matched": "Matched",
-    "consensus_dice": "Consensus Dice",
-    "consensus_dice_soft": "Consensus Dice_soft",
-    "params": "Params (M)",
-    "flops_per_image": "GFLOPs/img",
-    "train_images_per_s": "Train img/s",
-    "infer_images_per_s": "Infer img/s",
-    "latency_p50_ms": "Latency p50 (ms)",
-    "peak_memory_mb": "Peak mem (MB)",
-    "device": "Device",
-}
+@dataclass(frozen=True)
+class ProfileColumn:
+    key: str
+    label: str
+    higher_is_better: bool | None
+    fmt: str = ".3g"
+    scale: float = 1.0
+    summary: bool = False
+
+
+PROFILE_COLUMNS: tuple[ProfileColumn, ...] = (
+    ProfileColumn("params", "Params (M)", False, ".2f", 1e6, summary=True),
+    ProfileColumn("flops_per_image", "GFLOPs/img", False, ".3g", 1e9, summary=True),
+    ProfileColumn("train_images_per_s", "Train img/s", True, ".1f", summary=True),
+    ProfileColumn("infer_images_per_s", "Infer img/s", True, ".1f", summary=True),
+    ProfileColumn("latency_p50_ms", "Latency p50 (ms)", False, ".1f", summary=True),
+    ProfileColumn("latency_p95_ms", "Latency p95 (ms)", False, ".1f"),
+    ProfileColumn("peak_memory_mb", "Peak mem (MB)", False, ".0f"),
+    ProfileColumn("eval_wall_s", "Eval (s)", False, ".1f"),
+)
+_PROFILE = {c.key: c for c in PROFILE_COLUMNS}
 
 
 def base_metric(key: str) -> str:
@@ -54,36 +42,55 @@ def base_metric(key: str) -> str:
     return key.split("[", 1)[0]
 
 
-def _metric_spec(name: str):
+def rater_index(key: str) -> int | None:
+    """``"per_rater_dice[2]"`` -> 2; None for keys without a rater."""
+    if "[" in key and key.endswith("]"):
+        return int(key[key.index("[") + 1:-1])
+    return None
+
+
+def metric_spec(name: str):
     """The registered ``MetricSpec`` for ``name``, or None for non-metric (profile) columns."""
+    from ..metrics import MetricSpec
     from ..registry import METRICS
 
-    return METRICS.get(name) if name in METRICS else None
+    if name not in METRICS:
+        return None
+    spec = METRICS.get(name)
+    return spec if isinstance(spec, MetricSpec) else None
 
 
 def higher_is_better(key: str) -> bool | None:
     """True / False, or None for descriptive (``MetricSpec.descriptive``) or unknown columns
     (no arrow, no bold)."""
     name = base_metric(key)
-    spec = _metric_spec(name)
+    spec = metric_spec(name)
     if spec is not None:
         return None if spec.descriptive else bool(spec.higher_is_better)
     if name.startswith("wall_s_"):
         return False
-    return _PROFILE_HIGHER.get(name)
+    col = _PROFILE.get(name)
+    return None if col is None else col.higher_is_better
 
 
 def required_capability(key: str) -> Capability | None:
     """The capability a method must declare for this metric column (None: any method)."""
-    spec = _metric_spec(base_metric(key))
+    spec = metric_spec(base_metric(key))
     return None if spec is None else Capability(spec.requires)
 
 
 def label(key: str) -> str:
     """Plain-text column label (renderers escape it)."""
-    if key.startswith("per_rater_dice[") and key.endswith("]"):
-        return f"R{int(key[len('per_rater_dice['):-1]) + 1}"
-    return LABELS.get(key, key)
+    spec = metric_spec(base_metric(key))
+    if spec is not None:
+        r = rater_index(key)
+        return spec.column_label if r is None else f"{spec.column_label}{r + 1}"
+    col = _PROFILE.get(key)
+    if key == "device":
+        return "Device"
+    if col is None and key.startswith("wall_s_"):
+        return f"Wall {key[len('wall_s_'):]} (s)"
+    return key if col is None else col.label
 
 
 @dataclass(frozen=True)
@@ -100,21 +107,49 @@ class Column:
 
 
 def metric_column(key: str) -> Column:
-    return Column(key, label(key), higher_is_better(key), fmt=".3f", significance=True)
+    spec = metric_spec(base_metric(key))
+    fmt = spec.fmt if spec is not None else ".3f"
+    sig = spec.significance if spec is not None else True
+    return Column(key, label(key), higher_is_better(key), fmt=fmt, significance=sig)
 
 
-COST_FORMATS: dict[str, tuple[str, float]] = {
-    "params": (".2f", 1e6),
-    "flops_per_image": (".3g", 1e9),
-    "train_images_per_s": (".1f", 1.0),
-    "infer_images_per_s": (".1f", 1.0),
-    "latency_p50_ms": (".1f", 1.0),
-    "peak_memory_mb": (".0f", 1.0),
-}
+def table_keys(table: str, present: set[str]) -> list[str]:
+    """The metric keys of ``table`` found in ``present``, in the specs' column order: a
+    per-rater spec with ``rater_columns`` gives ``name[0]``, ``name[1]``, ...; any other spec
+    gives ``name`` (for a per-rater spec: its mean over raters)."""
+    from ..metrics import metric_specs
+
+    keys: list[str] = []
+    for spec in metric_specs():
+        if not spec.show or spec.table_name != table:
+            continue
+        if spec.per_rater and spec.rater_columns:
+            raters = sorted((k for k in present if base_metric(k) == spec.name and rater_index(k) is not None),
+                            key=rater_index)
+            keys += raters
+        elif spec.name in present:
+            keys.append(spec.name)
+    return keys
+
+
+def metric_tables() -> list[str]:
+    """Table names in order: the capability tables, then any table a plugin names."""
+    from ..metrics import CAPABILITY_TABLES, metric_specs
+
+    names = list(CAPABILITY_TABLES.values())
+    extra = sorted({s.table_name for s in metric_specs() if s.show} - set(names))
+    return names + extra
+
+
+def profile_keys(present: set[str]) -> list[str]:
+    """Profile columns found in ``present``: the known ones in order, then others by name."""
+    known = [c.key for c in PROFILE_COLUMNS if c.key in present]
+    return known + sorted(k for k in present if k not in _PROFILE)
 
 
 def cost_column(key: str) -> Column:
     if key == "device":
         return Column("device", label("device"), None, text=True)
-    fmt, scale = COST_FORMATS.get(key, (".3g", 1.0))
+    col = _PROFILE.get(key)
+    fmt, scale = (col.fmt, col.scale) if col else (".3g", 1.0)
     return Column(key, label(key), higher_is_better(key), fmt=fmt, scale=scale)

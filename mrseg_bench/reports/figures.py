@@ -24,8 +24,6 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: 
 from ..types import Prediction  # noqa: E402
 from .columns import higher_is_better, label  # noqa: E402
 
-SCATTER_METRICS = ("ged", "dice_soft", "dice_match", "per_rater_dice_mean", "consensus_dice")
-SCATTER_LABELS = {"per_rater_dice_mean": "Per-rater Dice (mean)"}
 _MARKERS = "osD^v<>pP*Xh"
 
 
@@ -50,9 +48,14 @@ def _style(methods: list[str]) -> dict[str, tuple[str, str]]:
 
 
 def throughput_scatter(stats: pd.DataFrame, methods: list[str], stem: Path, title: str = "",
-                       metrics: tuple[str, ...] = SCATTER_METRICS) -> list[Path]:
+                       metrics: tuple[str, ...] | None = None) -> list[Path]:
     """``stats``: seed_stats rows (method, key, mean, std, n) holding ``infer_images_per_s``
-    and the metrics. Returns the written paths ([] when nothing to plot)."""
+    and the metrics (default: the ``MetricSpec.summary`` ones). Returns the written paths
+    ([] when nothing to plot)."""
+    from .summary import summary_label, summary_metrics
+
+    if metrics is None:
+        metrics = tuple(summary_metrics())
     wide_mean, wide_std = _wide(stats, "mean"), _wide(stats, "std")
     if "infer_images_per_s" not in wide_mean:
         return []
@@ -90,7 +93,7 @@ def throughput_scatter(stats: pd.DataFrame, methods: list[str], stem: Path, titl
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
         direction = {True: " (higher is better)", False: " (lower is better)", None: ""}
-        ax.set_ylabel(SCATTER_LABELS.get(metric, label(metric)) + direction[higher_is_better(metric)])
+        ax.set_ylabel(summary_label(metric) + direction[higher_is_better(metric)])
         ax.set_xlabel("inference images/s (log)")
         ax.grid(True, which="both", alpha=0.3)
         ax.margins(y=0.25)

@@ -1,5 +1,5 @@
-"""LaTeX tables (booktabs, via ``pandas.io.formats.style.Styler.to_latex(hrules=True)``) and a
-structure checker standing in for a TeX engine when none is installed.
+"""LaTeX tables (booktabs; scaled to the line width when wider, so they fit a one-column
+article) and a structure checker standing in for a TeX engine when none is installed.
 
 Cells: ``mean $\\pm$ std`` (no ± with one seed), ``\\textbf{...}`` on the best value per
 column, ``$^{\\dagger}$`` when p < alpha against the method under study, ``---`` where the
@@ -10,8 +10,6 @@ goes through ``escape_latex``.
 from __future__ import annotations
 
 import re
-
-import pandas as pd
 
 from .cells import Cell, table_cells
 from .tables import Table
@@ -52,7 +50,7 @@ def _cell(c: Cell) -> str:
         return "---"
     if c.text:
         return escape_latex(c.value)
-    body = c.value + (f" $\\pm$ {c.spread}" if c.spread else "")
+    body = c.value + (f"{{\\scriptsize\\,$\\pm$\\,{c.spread}}}" if c.spread else "")
     if c.best:
         body = f"\\textbf{{{body}}}"
     if c.significant:
@@ -69,22 +67,41 @@ def _label(name: str) -> str:
     return "tab:" + re.sub(r"[^A-Za-z0-9:.\-]+", "-", name)
 
 
+FIT_WIDTH = r"\ifdim\width>\linewidth\linewidth\else\width\fi"  # shrink only if too wide
+
+
 def render_latex(table: Table) -> str:
-    """A complete ``table`` float (caption, label, booktabs tabular)."""
+    """A complete ``table`` float: short caption, label, the booktabs tabular scaled down to
+    the line width when wider (``resizebox``, needs ``graphicx``), then the table's notes in
+    ``footnotesize`` (they wrap at the line width). Needs ``booktabs`` and ``graphicx``."""
     cells = table_cells(table)
-    cols = ["Method"] + [header(c.label, c.higher_is_better) for c in table.columns]
-    data = [[escape_latex(m)] + [_cell(c) for c in row]
-            for m, row in zip(table.methods, cells, strict=True)]
-    frame = pd.DataFrame(data, columns=pd.Index(cols))
+    head = ["Method"] + [header(c.label, c.higher_is_better) for c in table.columns]
+    body = []
+    for m, row in zip(table.methods, cells, strict=True):
+        mark = table.marks.get(m, "")
+        name = escape_latex(m) + (f"$^{{{escape_latex(mark)}}}$" if mark else "")
+        body.append(" & ".join([name] + [_cell(c) for c in row]) + r" \\")
     spec = "l" + "".join("l" if c.text else "r" for c in table.columns)
-    return frame.style.hide(axis="index").to_latex(
-        hrules=True,
-        column_format=spec,
-        caption=escape_latex(table.caption),
-        label=_label(table.name),
-        position="htbp",
-        position_float="centering",
-    )
+    lines = [
+        r"\begin{table}[htbp]",
+        r"\centering",
+        r"\setlength{\tabcolsep}{4pt}",
+        f"\\caption{{{escape_latex(table.caption)}}}",
+        f"\\label{{{_label(table.name)}}}",
+        f"\\resizebox{{{FIT_WIDTH}}}{{!}}{{%",
+        f"\\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+        " & ".join(head) + r" \\",
+        r"\midrule",
+        *body,
+        r"\bottomrule",
+        r"\end{tabular}}",
+    ]
+    if table.notes:
+        lines += [r"\par\smallskip", r"{\footnotesize\raggedright " + " ".join(escape_latex(n) for n in table.notes)
+                  + r"\par}"]
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,30 +1,142 @@
 """Read a results store into three DataFrames (the only way reports touch the store).
 
-``load_results(store_path) -> Results(runs, metrics, profile)``: ``runs`` holds the latest
-``done`` run per (method, dataset, preset, seed) (``ResultsStore.latest_runs``); ``metrics``
-and ``profile`` hold only those runs' rows. Failed runs never reach a table.
+``load_results(store_path, experiment=None) -> Results(runs, metrics, profile)``.
+
+Selection. Every done run is read; a run's identity is its experiment, dataset, protocol,
+metric settings (convention, GED estimator, NCC maps, threshold), method, overrides and seed,
+and the latest finished run per identity is kept (a rerun replaces an older one; two
+configurations never replace each other). ``experiment`` names the experiment to report; with
+None the store must hold exactly one, else ``SelectionError`` lists the choices.
+
+Columns added to ``runs``: ``experiment`` (the ``experiment`` column, else the preset: stores
+written before experiments existed), ``overrides`` (dict from ``overrides_json``, else {}),
+``row`` (the table row label: the method, plus its overrides, e.g. ``dpersona (beta=1.0)``),
+``ged_estimator``, ``ncc_maps``, ``threshold`` (from the run config in ``config_json``; the
+defaults when absent). Failed runs never reach a table.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+
+METRIC_SETTINGS = {"ged_estimator": "all_pairs", "ncc_maps": "soft", "threshold": 0.5}
+IDENTITY = ["experiment", "dataset", "protocol", "convention", *METRIC_SETTINGS, "method",
+            "overrides_key", "seed"]
+
+
+class SelectionError(ValueError):
+    """The runs to report or check are ambiguous or absent; the message lists the choices."""
 
 
 @dataclass
 class Results:
-    """runs: store ``runs`` columns; metrics: run_id, case_id, metric, rater (Int64), value;
-    profile: run_id, name, value, unit."""
+    """runs: store ``runs`` columns (+ the columns above); metrics: run_id, case_id, metric,
+    rater (Int64), value; profile: run_id, name, value, unit."""
 
     runs: pd.DataFrame
     metrics: pd.DataFrame
     profile: pd.DataFrame
 
 
-def load_results(store_path: str | Path) -> Results:
-    """Latest done runs of the store at ``store_path`` and their metric and profile rows.
+def _json(text: Any) -> dict:
+    try:
+        out = json.loads(text) if isinstance(text, str) and text else {}
+    except ValueError:
+        return {}
+    return out if isinstance(out, dict) else {}
+
+
+def _value(v: Any) -> str:
+    return v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+
+
+def row_label(method: str, overrides: dict) -> str:
+    """``dpersona`` or ``dpersona (beta=1.0, k=10)`` (overrides sorted by key)."""
+    if not overrides:
+        return str(method)
+    return f"{method} ({', '.join(f'{k}={_value(v)}' for k, v in sorted(overrides.items()))})"
+
+
+def annotate(runs: pd.DataFrame) -> pd.DataFrame:
+    """Add experiment, overrides, overrides_key, row and the metric settings (module doc)."""
+    runs = runs.copy()
+    for col in ("preset", "protocol", "convention", "capabilities"):
+        runs[col] = runs[col].fillna("") if col in runs else ""
+    runs["protocol"] = runs["protocol"].replace("", "default")
+    runs["convention"] = runs["convention"].replace("", "standard")
+    exp = runs["experiment"] if "experiment" in runs else pd.Series(None, index=runs.index)
+    runs["experiment"] = exp.where(exp.notna() & (exp.astype(str) != ""), runs["preset"]).astype(str)
+    raw = runs["overrides_json"] if "overrides_json" in runs else pd.Series(None, index=runs.index)
+    runs["overrides"] = [_json(t) for t in raw]
+    runs["overrides_key"] = [json.dumps(o, sort_keys=True) for o in runs["overrides"]]
+    runs["row"] = [row_label(m, o) for m, o in zip(runs["method"], runs["overrides"], strict=True)]
+    cfgs = [_json(t).get("run", {}) for t in runs.get("config_json", pd.Series(None, index=runs.index))]
+    for key, default in METRIC_SETTINGS.items():
+        runs[key] = [c.get(key, default) if isinstance(c, dict) else default for c in cfgs]
+    runs["threshold"] = runs["threshold"].astype(float)
+    return runs
+
+
+def latest_per_identity(runs: pd.DataFrame) -> pd.DataFrame:
+    """The latest finished run per identity (``IDENTITY``)."""
+    if runs.empty:
+        return runs
+    runs = runs.sort_values(["finished_at", "run_id"], na_position="first")
+    return runs.drop_duplicates(IDENTITY, keep="last").reset_index(drop=True)
+
+
+def experiment_choices(runs: pd.DataFrame) -> str:
+    counts = runs.groupby("experiment")["run_id"].count()
+    return ", ".join(f"{name!r} ({n} run{'s' if n != 1 else ''})" for name, n in counts.items())
+
+
+def select_experiment(runs: pd.DataFrame, experiment: str | None, where: str) -> pd.DataFrame:
+    """The runs of ``experiment``; None: the only one (SelectionError when several or absent)."""
+    names = sorted(set(runs["experiment"]))
+    if experiment is None:
+        if len(names) > 1:
+            raise SelectionError(f"{where} holds several experiments: {experiment_choices(runs)}; "
+                                 "choose one with --experiment NAME")
+        return runs
+    if experiment not in names:
+        raise SelectionError(f"{where}: no finished runs of experiment {experiment!r}; "
+                             f"choices: {experiment_choices(runs) or '(none)'}")
+    return runs[runs["experiment"] == experiment].reset_index(drop=True)
+
+
+IDENTITY_COLUMNS = ("experiment", "overrides_json")
+
+
+def _with_identity_columns(runs: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Add the ``experiment`` / ``overrides_json`` columns when the store has them but its
+    ``RUN_COLUMNS`` do not list them yet (read-only query; absent columns stay absent)."""
+    import sqlite3
+
+    missing = [c for c in IDENTITY_COLUMNS if c not in runs.columns]
+    if not missing or runs.empty:
+        return runs
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        have = {r[1] for r in con.execute("PRAGMA table_info(runs)").fetchall()}
+        cols = [c for c in missing if c in have]
+        if not cols:
+            return runs
+        extra = pd.DataFrame(con.execute(f"SELECT run_id, {', '.join(cols)} FROM runs").fetchall(),
+                             columns=["run_id", *cols])
+    finally:
+        con.close()
+    return runs.merge(extra, on="run_id", how="left")
+
+
+def load_results(store_path: str | Path, experiment: str | None = None,
+                 all_experiments: bool = False) -> Results:
+    """Selected done runs of the store at ``store_path`` and their metric and profile rows
+    (``all_experiments=True``: every experiment, no selection).
 
     A missing file raises FileNotFoundError (the store is never created by reading);
     a file that is not a results store raises ValueError naming it.
@@ -34,17 +146,18 @@ def load_results(store_path: str | Path) -> Results:
     path = Path(store_path)
     if not path.is_file():
         raise FileNotFoundError(f"results store {path}: no such file")
-    store = ResultsStore(path)
+    store = ResultsStore(path, readonly=True)
     try:
-        runs = store.latest_runs(status="done").reset_index(drop=True)
+        runs = _with_identity_columns(store.runs(status="done"), path)
+        runs = latest_per_identity(annotate(runs))
+        if not runs.empty and not all_experiments:
+            runs = select_experiment(runs, experiment, f"results store {path}")
         ids = runs["run_id"].tolist()
         metrics = store.metrics(ids)
         profile = store.profile(ids)
     finally:
         store.close()
     runs["seed"] = pd.to_numeric(runs["seed"], errors="coerce").astype("Int64")
-    for col in ("preset", "protocol", "convention", "capabilities"):
-        runs[col] = runs[col].fillna("")
     metrics["value"] = pd.to_numeric(metrics["value"], errors="coerce").astype(float)
     metrics["rater"] = metrics["rater"].astype("Int64")
     profile["value"] = pd.to_numeric(profile["value"], errors="coerce").astype(float)

@@ -41,7 +41,9 @@ def pipe_table(header: list[str], rows: list[list[str]], align: list[str]) -> st
 def render_markdown(table: Table) -> str:
     arrows = {True: " ↑", False: " ↓", None: ""}
     header = ["Method"] + [escape_md(c.label) + arrows[c.higher_is_better] for c in table.columns]
-    rows = [[escape_md(m)] + [_cell(c) for c in row]
+    rows = [[escape_md(m + table.marks.get(m, ""))] + [_cell(c) for c in row]
             for m, row in zip(table.methods, table_cells(table), strict=True)]
     align = ["l"] + ["l" if c.text else "r" for c in table.columns]
-    return pipe_table(header, rows, align) + "\n\n" + escape_md(table.caption) + "\n"
+    notes = "".join(f"- {escape_md(n)}\n" for n in table.notes)
+    return (pipe_table(header, rows, align) + "\n\n" + escape_md(table.caption) + "\n"
+            + ("\n" + notes if notes else ""))

@@ -1,15 +1,16 @@
 """``write_report(store_path, out_dir)``: every table and figure from the results store alone.
 
-Files, per (dataset, preset) ``<name> = <dataset>_<preset>``:
+Files, per table group ``<name> = <dataset>_<experiment>`` (plus the protocol, convention and
+metric settings when they are not the defaults; a group never mixes them):
 - ``<name>_<kind>.tex`` / ``.md`` / ``.csv`` for kind in diversity, personalization,
-  consensus, cost (a kind is written when some run has its metrics; see tables.py);
+  consensus, any table a plugin metric names, and cost (see tables.py);
 - ``<name>_throughput.png/.pdf`` (metric vs inference images/s), ``<name>_per_rater.png/.pdf``
   (when a method is personalised), ``<name>_qualitative.png/.pdf`` (when run folders hold
   ``qualitative.pt``, see qualitative.py);
 and ``tables.tex`` (all LaTeX tables; needs ``\\usepackage{booktabs}``) and ``report.md``
-(all Markdown tables and figure links). Only the latest ``done`` run per (method, dataset,
-preset, seed) is used. Each LaTeX table passes ``latex.check_latex`` before it is written
-(no TeX engine is assumed).
+(all Markdown tables and figure links). Only the latest ``done`` run per configuration and seed
+is used (loader.py). Each LaTeX table passes ``latex.check_latex`` before anything is written;
+``tests/test_report_latex.py`` compiles them with pdflatex where it is installed.
 """
 
 from __future__ import annotations
@@ -28,13 +29,13 @@ from .qualitative import QUALITATIVE_FILE, as_prediction, load_qualitative
 from .tables import Table, build_tables, method_order
 
 
-def _qualitative(results: Results, runs: pd.DataFrame, reference: str, stem: Path,
+def _qualitative(results: Results, runs: pd.DataFrame, reference: str | None, stem: Path,
                  notes: list[str]) -> list[Path]:
     """Grid from the lowest-seed run of each method that saved ``qualitative.pt``."""
     base = None
     preds = {}
-    for method in method_order(runs["method"].tolist(), reference):
-        mine = runs[runs["method"] == method].sort_values("seed")
+    for method in method_order(runs["row"].tolist(), reference):
+        mine = runs[runs["row"] == method].sort_values("seed")
         for run_dir in mine["run_dir"]:
             path = Path(str(run_dir or "")) / QUALITATIVE_FILE
             if not run_dir or not path.is_file():
@@ -53,38 +54,44 @@ def _qualitative(results: Results, runs: pd.DataFrame, reference: str, stem: Pat
     return qualitative_grid(base["image"], base["masks"], preds, stem, case_ids=base["case_ids"])
 
 
-def write_report(store_path: Path, out_dir: Path, reference: str = "dpersona",
-                 alpha: float = 0.05, figures: bool = True) -> list[Path]:
+def write_report(store_path: Path, out_dir: Path, reference: str | None = None,
+                 alpha: float = 0.05, figures: bool = True, experiment: str | None = None) -> list[Path]:
     """Write all report files for the store at ``store_path`` into ``out_dir``; return them.
 
-    ``reference``: the method under study (significance is tested against it, it is listed
-    last); ``alpha``: significance level of the † marker; ``figures=False``: tables only.
+    ``experiment``: the experiment to report (None: the store's only one; several raise
+    ``SelectionError`` listing them). ``reference``: the row significance is tested against
+    (a method name or a row label such as ``"dpersona (beta=1.0)"``; None: dpersona when
+    present); ``alpha``: significance level of the † marker; ``figures=False``: tables only.
 
-    Raises FileNotFoundError for a missing store and ValueError when it has no done run.
+    Raises FileNotFoundError for a missing store and ValueError when it has no done run, the
+    selection is ambiguous or the reference matches no row (nothing is written then).
     """
     store_path, out_dir = Path(store_path), Path(out_dir)
-    results = load_results(store_path)
+    results = load_results(store_path, experiment=experiment)
     if results.runs.empty:
         raise ValueError(f"results store {store_path}: no finished ('done') runs to report")
-    out_dir.mkdir(parents=True, exist_ok=True)
     tables = build_tables(results, reference=reference, alpha=alpha)
+    for t in tables:  # validate everything before writing anything
+        problems = check_latex(render_latex(t))
+        if problems:
+            raise RuntimeError(f"LaTeX table {t.name} is malformed: {'; '.join(problems)}")
+    out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     latex_all: list[str] = []
-    md: list[str] = [f"# mrseg-bench report\n\nStore: `{store_path}` — {len(results.runs)} "
-                     f"finished runs (latest per method, dataset, preset, seed). Method under "
-                     f"study: {escape_md(reference)}.\n"]
-    by_group: dict[tuple[str, str], list[Table]] = {}
+    exps = ", ".join(sorted(set(results.runs["experiment"])))
+    md: list[str] = [f"# mrseg-bench report\n\nStore: `{store_path}` — experiment {escape_md(exps)}, "
+                     f"{len(results.runs)} finished runs (latest per configuration and seed). "
+                     f"Rows are method configurations, labelled by the settings that differ from "
+                     f"the preset.\n"]
+    by_group: dict[str, list[Table]] = {}
     for t in tables:
-        by_group.setdefault((t.dataset, t.preset), []).append(t)
-    stats_metrics = seed_stats(pd.concat([run_means(results), profile_values(results)]))
-    for (dataset, preset), group_tables in by_group.items():
-        name = f"{dataset}_{preset}" if preset else str(dataset)
-        md.append(f"## {escape_md(dataset)} — preset {escape_md(preset or '-')}\n")
+        by_group.setdefault(t.group, []).append(t)
+    stats_metrics = seed_stats(pd.concat([run_means(results, rater_means=True), profile_values(results)]))
+    for group, group_tables in by_group.items():
+        first = group_tables[0]
+        md.append(f"## {escape_md(first.dataset)} — {escape_md(group)}\n")
         for t in group_tables:
             tex = render_latex(t)
-            problems = check_latex(tex)
-            if problems:
-                raise RuntimeError(f"LaTeX table {t.name} is malformed: {'; '.join(problems)}")
             text_md = render_markdown(t)
             for suffix, content in ((".tex", tex), (".md", text_md)):
                 path = out_dir / f"{t.name}{suffix}"
@@ -95,20 +102,23 @@ def write_report(store_path: Path, out_dir: Path, reference: str = "dpersona",
             written.append(path)
             latex_all.append(tex)
             md.append(f"### {t.kind.capitalize()}\n\n{text_md}")
-        runs = results.runs[(results.runs["dataset"] == dataset) & (results.runs["preset"] == preset)]
-        methods = method_order(runs["method"].tolist(), reference)
-        stats = stats_metrics[(stats_metrics["dataset"] == dataset) & (stats_metrics["preset"] == preset)]
+        ids = _group_runs(results.runs, first)
+        runs = results.runs[results.runs["run_id"].isin(ids)]
+        methods = method_order(runs["row"].tolist(), first.reference)
+        stats = stats_metrics[stats_metrics["method"].isin(methods)]
+        stats = stats[stats["dataset"] == first.dataset]
         notes: list[str] = []
         if not figures:
             md.append("")
             continue
+        title = f"{first.dataset} ({first.preset})"
         figs = {
             "Metric vs inference throughput": throughput_scatter(
-                stats, methods, out_dir / f"{name}_throughput", title=f"{dataset} ({preset})"),
+                stats, methods, out_dir / f"{group}_throughput", title=title),
             "Per-rater Dice": per_rater_bars(
-                stats, methods, out_dir / f"{name}_per_rater", title=f"{dataset} ({preset}): per-rater Dice"),
+                stats, methods, out_dir / f"{group}_per_rater", title=f"{title}: per-rater Dice"),
             "Qualitative examples": _qualitative(
-                results, runs, reference, out_dir / f"{name}_qualitative", notes),
+                results, runs, first.reference, out_dir / f"{group}_qualitative", notes),
         }
         for title, paths in figs.items():
             written += paths
@@ -118,7 +128,16 @@ def write_report(store_path: Path, out_dir: Path, reference: str = "dpersona",
             notes.append(f"qualitative grid: no run folder holds {QUALITATIVE_FILE}")
         md += [f"- {escape_md(n)}" for n in notes] + [""]
     tex_path = out_dir / "tables.tex"
-    tex_path.write_text("% needs \\usepackage{booktabs}\n" + "\n".join(latex_all), encoding="utf-8")
+    tex_path.write_text("% needs \\usepackage{booktabs} and \\usepackage{graphicx}\n" + "\n".join(latex_all),
+                        encoding="utf-8")
     md_path = out_dir / "report.md"
     md_path.write_text("\n".join(md), encoding="utf-8")
     return [*written, tex_path, md_path]
+
+
+def _group_runs(runs: pd.DataFrame, table: Table) -> set[str]:
+    """run_ids of the table group ``table`` belongs to."""
+    from .tables import GROUP_KEYS, _group_stem
+
+    keys = runs[GROUP_KEYS].to_dict("records")
+    return {rid for rid, k in zip(runs["run_id"], keys, strict=True) if _group_stem(k) == table.group}
