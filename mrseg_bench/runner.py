@@ -47,6 +47,7 @@ from .engine.run_config import RunConfig
 from .engine.train import train
 from .method import Method
 from .presets import Preset, load_preset
+from .references import reference_rows
 from .registry import DATASETS, METHODS, RegistryError
 from .store import ResultsStore
 
@@ -445,6 +446,7 @@ def run_one(spec: RunSpec, dataset, out: Path, store: ResultsStore, force: bool 
             from .datasets.volumes import per_volume_rows, volume_lookup
 
             rows = per_volume_rows(rows, volume_lookup(dataset))
+        rows += reference_rows(dataset, limit(list(split.test), cfg.max_eval_cases))  # oracle rows
         _write_metrics_csv(run_dir / "metrics.csv", rows)
         if cfg.qualitative_cases:
             save_qualitative_cases(spec.method_obj, model, dataset, split, cfg, dev, run_dir)
