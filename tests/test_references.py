@@ -111,6 +111,8 @@ def test_reference_rows_in_the_personalisation_table_are_not_ranked(tmp_path):
     line = next(x for x in md.splitlines() if x.startswith("| oracle (reference)"))
     assert "0.990" in line and "**" not in line and "±" not in line and "†" not in line
     assert "Reference rows (oracle, shared mask) are not methods" in md
+    # 3 seeds, and no method to test against dpersona here: no marker text at all
+    assert "Mean ± std over 3 seeds; bold: best." in md and "significance markers" not in md
     tex = (out / "synthetic_smoke_personalization.tex").read_text()
     body = tex.split("\\bottomrule")[0]
     # a rule separates the methods from the reference rows

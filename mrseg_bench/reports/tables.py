@@ -194,12 +194,14 @@ def _caption(kind: str, key: dict, reference: str | None, alpha: float, signific
         parts.append(f"Convention {key['convention']}.")
     seeds = pd.Series(dtype=float) if seeds is None else seeds
     parts.append(f"{_seed_text(seeds)}; bold: best.")
-    if significance and reference and tested is not None and not tested:
-        parts.append(f"No significance markers: they need ≥ {MIN_SEEDS_FOR_SIGNIFICANCE} seeds per row.")
-    elif significance and reference:
-        some = tested is not None and len(tested) < len(seeds) - 1
-        parts.append(f"† p < {alpha:g} vs {reference} (paired Wilcoxon"
-                     + (f"; rows with ≥ {MIN_SEEDS_FOR_SIGNIFICANCE} seeds only" if some else "") + ").")
+    others = [r for r in seeds.index if r != reference]
+    if significance and reference and others:
+        if tested is not None and not tested:
+            parts.append(f"No significance markers: they need ≥ {MIN_SEEDS_FOR_SIGNIFICANCE} seeds per row.")
+        else:
+            some = tested is not None and len(tested) < len(others)
+            parts.append(f"† p < {alpha:g} vs {reference} (paired Wilcoxon"
+                         + (f"; rows with ≥ {MIN_SEEDS_FOR_SIGNIFICANCE} seeds only" if some else "") + ").")
     return " ".join(parts)
 
 
