@@ -54,7 +54,7 @@ def _fmt(value: float, kind: str) -> str:
 _OPT_METHODS = typer.Option(..., "--methods", "-m", help="Comma list of methods; fnmatch wildcards allowed (e.g. 'dpersona,fusion.*').")
 _OPT_DATASET = typer.Option("synthetic", "--dataset", "-d", help="Dataset name(s), comma list.")
 _OPT_DATA_ROOT = typer.Option(None, "--data-root", help="Folder holding the dataset files.")
-_OPT_PRESET = typer.Option("default", "--preset", "-p", help="smoke | default | paper, or a .toml file.")
+_OPT_PRESET = typer.Option("default", "--preset", "-p", help="smoke | ci | default | study | paper, or a .toml file.")
 _OPT_SEEDS = typer.Option("0", "--seeds", help="Comma list of seeds, e.g. 0,1,2.")
 _OPT_SET = typer.Option([], "--set", "-s", help="Override: key=value, method.key=value, dataset.key=value or run.key=value (repeatable).")
 _OPT_DEVICE = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N | mps (default: preset's, else auto).")
@@ -463,7 +463,7 @@ def profile(
     methods: str = typer.Option(..., "--methods", "-m", help="Comma list of methods; wildcards allowed."),
     dataset: str = typer.Option("synthetic", "--dataset", "-d", help="Dataset whose shapes to use."),
     data_root: Path | None = typer.Option(None, "--data-root", help="Folder holding the dataset files."),
-    preset: str = typer.Option("default", "--preset", "-p", help="smoke | default | paper, or a .toml file."),
+    preset: str = typer.Option("default", "--preset", "-p", help="smoke | default | study | paper, or a .toml file."),
     set_: list[str] = typer.Option([], "--set", "-s", help="Overrides, as for run."),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N | mps."),
     precision: str | None = typer.Option(None, "--precision", help="auto | bf16 | fp32."),

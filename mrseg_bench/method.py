@@ -126,6 +126,17 @@ class Method(abc.ABC):
         """Called once before a stage (and on resume): freeze parts, load the previous stage."""
         return None
 
+    def begin_epoch(self, model: nn.Module, stage: Stage, epoch: int) -> None:
+        """Called by the engine before each training epoch (0-based, also on resume); methods
+        with epoch-dependent losses (KL warm-up) read ``self.epoch_of(stage)``."""
+        if not hasattr(self, "_epochs"):
+            self._epochs: dict[str, int] = {}
+        self._epochs[stage.name] = int(epoch)
+
+    def epoch_of(self, stage: Stage) -> int:
+        """The current epoch of ``stage`` as last told by ``begin_epoch`` (0 before any)."""
+        return getattr(self, "_epochs", {}).get(stage.name, 0)
+
     def train_mode(self, model: nn.Module, stage: Stage) -> None:
         """Put the model in training mode for ``stage`` (default ``model.train()``)."""
         model.train()

@@ -38,6 +38,7 @@ from .engine.evaluate import evaluate, metric_suite
 from .engine.profile import profile_method
 from .engine.train import TrainingStopped, checkpoint_path, train
 from .interrupts import RunInterrupted, StopFlag
+from .references import reference_rows
 from .run_folder import (
     atomic_write_text,
     claim_path,
@@ -127,6 +128,7 @@ def _train_evaluate_profile(spec: RunSpec, dataset, work_dir: Path, split, quiet
         from .datasets.volumes import per_volume_rows, volume_lookup
 
         rows = per_volume_rows(rows, volume_lookup(dataset))
+    rows += reference_rows(dataset, limit(list(split.test), cfg.max_eval_cases))  # e.g. the synthetic oracle
     atomic_write_text(work_dir / "metrics.csv", _metrics_csv(rows))
     if cfg.qualitative_cases:
         save_qualitative_cases(spec.method_obj, eval_model, dataset, split, cfg, dev, work_dir)

@@ -15,14 +15,14 @@ from mrseg_bench.runner import plan_grid
 
 
 def test_shipped_presets():
-    assert preset_names() == ["ci", "default", "paper", "smoke"]
+    assert preset_names() == ["ci", "default", "paper", "smoke", "study"]
     for name in preset_names():
         p = load_preset(name)
         assert p.name == name and p.description
         apply_overrides(RunConfig(), p.run, where=f"preset {name}")  # every run key is valid
 
 
-@pytest.mark.parametrize("name", ["smoke", "ci", "default", "paper"])
+@pytest.mark.parametrize("name", ["smoke", "ci", "default", "paper", "study"])
 def test_every_method_key_reaches_a_method(name):
     p = load_preset(name)
     methods = METHODS.names()
@@ -55,6 +55,16 @@ def test_paper_preset_has_published_hyperparameters():
     assert (pu.encoder_name, pu.lr, pu.epochs) == ("resnet34", 1e-4, 100)
 
 
+def test_study_preset_has_enough_test_cases_to_rank_methods():
+    # issue 17: 4x the default's cases, so 96 test cases (the default: 24)
+    plan = plan_grid("dpersona,probunet", "synthetic", [0, 1, 2], "study", device="cpu")
+    split = plan.splits["synthetic"]
+    assert len(split.test) == 96 and len(split.train) >= 300
+    default = plan_grid("dpersona", "synthetic", [0], "default", device="cpu").splits["synthetic"]
+    assert len(default.test) == 24
+    assert {s.method_obj.cfg.epochs for s in plan.specs} == {20} and len(plan.specs) == 6
+
+
 def test_smoke_preset_is_tiny():
     plan = plan_grid("dpersona,probunet,fusion.*,per_rater.*", "synthetic", [0], "smoke", device="cpu")
     assert plan.datasets["synthetic"].info.image_size[0] <= 64
@@ -79,7 +89,7 @@ def test_pattern_sections_are_lenient_exact_sections_strict():
 
 
 def test_load_preset_errors(tmp_path):
-    with pytest.raises(ValueError, match="unknown preset 'nope'; valid: ci, default, paper, smoke"):
+    with pytest.raises(ValueError, match="unknown preset 'nope'; valid: ci, default, paper, smoke, study"):
         load_preset("nope")
     with pytest.raises(FileNotFoundError, match="missing.toml"):
         load_preset(str(tmp_path / "missing.toml"))

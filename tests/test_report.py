@@ -144,8 +144,11 @@ def test_rows_without_the_tables_outputs_are_left_out_and_named(report):
     assert csv.at["dpersona", "per_rater_dice[2]_mean"] == pytest.approx(0.70 + 0.1 + 0.01 + 0.025)
 
 
-def test_significance_marker_against_dpersona(report):
-    d, _, _ = report
+def test_significance_marker_against_dpersona(tmp_path):
+    # 3 seeds: the test is run (issue 17: fewer seeds per row give no markers)
+    store = write_demo_store(tmp_path / "s.sqlite", seeds=(0, 1, 2))
+    write_report(store, tmp_path / "out", figures=False)
+    d = tmp_path
     header, rows = _tex_rows((d / "out" / "synthetic_smoke_diversity.tex").read_text())
     by = {r[0]: r for r in rows}
     # probunet - dpersona is the same nonzero value on all 6 cases: exact p = 2 / 2**6
@@ -153,6 +156,28 @@ def test_significance_marker_against_dpersona(report):
     assert not any("\\dagger" in c for c in by["dpersona"][1:])
     csv = pd.read_csv(d / "out" / "synthetic_smoke_diversity.csv").set_index("method")
     assert csv.at["probunet", "ged_p"] == pytest.approx(2 / 64)
+    md = (d / "out" / "synthetic_smoke_diversity.md").read_text()
+    assert "Mean ± std over 3 seeds" in md and "† p \\< 0.05 vs dpersona" in md
+
+
+@pytest.mark.parametrize("seeds, text", [
+    ((3,), "One seed per row (no ± std); bold: best. No significance markers: they need ≥ 3 seeds per row."),
+    ((0, 1), "Mean ± std over 2 seeds; bold: best. No significance markers: they need ≥ 3 seeds per row."),
+])
+def test_fewer_than_three_seeds_give_no_significance_markers(tmp_path, seeds, text):
+    # issue 17: the same store with 3 seeds has † on every probunet cell (test above)
+    store = write_demo_store(tmp_path / "s.sqlite", seeds=seeds)
+    write_report(store, tmp_path / "out", figures=False)
+    for kind in ("diversity", "personalization"):
+        md = (tmp_path / "out" / f"synthetic_smoke_{kind}.md").read_text()
+        tex = (tmp_path / "out" / f"synthetic_smoke_{kind}.tex").read_text()
+        assert "†" not in md.split("\n\n")[0] and "\\dagger" not in tex
+        # the personalisation table has dpersona alone: nothing to test, nothing to say
+        assert (text in md) == (kind == "diversity")
+    csv = pd.read_csv(tmp_path / "out" / "synthetic_smoke_diversity.csv")
+    assert csv["ged_p"].isna().all()
+    cost = (tmp_path / "out" / "synthetic_smoke_cost.md").read_text()
+    assert ("One seed per row" in cost) == (len(seeds) == 1) and "significance" not in cost
 
 
 def test_wilcoxon_hand_values():

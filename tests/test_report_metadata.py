@@ -118,25 +118,33 @@ def test_plugin_metric_appears_without_report_changes(tmp_path):
 def test_each_configuration_gets_a_labelled_row(tmp_path):
     store = tmp_path / "s.sqlite"
     for beta in (0.5, 1.0):
-        for seed in (0, 1):
+        for seed in (0, 1, 2):  # 3 seeds: enough for the significance test (issue 17)
             write_run(store, "dpersona", seed, overrides={"beta": beta})
     write_run(store, "probunet", 0)
     write_report(store, tmp_path / "out", figures=False)
     tex = (tmp_path / "out" / "synthetic_smoke_diversity.tex").read_text()
     assert _rows(tex) == ["dpersona (beta=0.5)", "dpersona (beta=1.0)", "probunet"]
     csv = pd.read_csv(tmp_path / "out" / "synthetic_smoke_diversity.csv").set_index("method")
-    assert (csv["ged_n"] == pd.Series({"dpersona (beta=0.5)": 2, "dpersona (beta=1.0)": 2, "probunet": 1})).all()
+    assert (csv["ged_n"] == pd.Series({"dpersona (beta=0.5)": 3, "dpersona (beta=1.0)": 3, "probunet": 1})).all()
     # the default reference (dpersona) is ambiguous: no test, said so; an explicit row works
     assert "No significance test" in tex
     write_report(store, tmp_path / "o2", reference="dpersona (beta=1.0)", figures=False)
     tex2 = (tmp_path / "o2" / "synthetic_smoke_diversity.tex").read_text()
     assert _rows(tex2)[-1] == "dpersona (beta=1.0)" and "vs dpersona (beta=1.0)" in tex2
+    # probunet has one seed: not tested, and the note says so
+    div = next(t for t in build_tables(load_results(store), reference="dpersona (beta=1.0)")
+               if t.kind == "diversity")
+    assert div.pvalue.loc["probunet"].isna().all() and div.pvalue.loc["dpersona (beta=0.5)"].notna().any()
+    assert "No significance test (fewer than 3 seeds): probunet." in div.notes
     with pytest.raises(ValueError, match="several rows"):
         write_report(store, tmp_path / "o3", reference="dpersona", figures=False)
 
 
 def test_reference_option_sets_the_significance_reference(grid, tmp_path):
-    _, store, _ = grid
+    store = tmp_path / "s3.sqlite"
+    for method in ("dpersona", "probunet"):
+        for seed in (0, 1, 2):  # the test needs >= 3 seeds per row (issue 17)
+            write_run(store, method, seed)
     tables = build_tables(load_results(store), reference="probunet")
     div = next(t for t in tables if t.kind == "diversity")
     assert div.reference == "probunet" and div.methods[-1] == "probunet"

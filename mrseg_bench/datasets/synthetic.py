@@ -26,7 +26,8 @@ Mean foreground area relative to the true object (64 px, 200 cases): tight 0.35,
 (``EXPECTED_AREA_ORDER``). ``oracle_dice`` gives, per rater, the Dice that the rater's style
 applied to the hidden true object (no jitter) reaches against the rater's masks: the ceiling of a
 personalised method; ``shared_oracle_dice`` the Dice of the true object itself against each rater,
-what a single consensus prediction can reach.
+what a single consensus prediction can reach. Both are the report's reference rows
+(``reference_scores``, computed on each run's test cases).
 """
 
 from __future__ import annotations
@@ -254,6 +255,12 @@ class SyntheticMultiRater(MultiRaterDataset):
     def shared_oracle_dice(self, indices: list[int] | None = None) -> torch.Tensor:
         """Mean Dice per rater [R] of the true object itself (one mask for every rater)."""
         return torch.from_numpy(self._oracle_scores(indices)[1].mean(0))
+
+    def reference_scores(self, indices: list[int]) -> dict[str, list[float]]:
+        """The report's reference rows for the cases ``indices`` (``mrseg_bench.references``):
+        ``"oracle"`` = ``oracle_dice``, ``"shared mask"`` = ``shared_oracle_dice``, per rater."""
+        own, shared = self._oracle_scores(list(indices))
+        return {"oracle": own.mean(0).tolist(), "shared mask": shared.mean(0).tolist()}
 
 
 @dataset_factory("synthetic")

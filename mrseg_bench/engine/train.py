@@ -279,6 +279,7 @@ def train(method: Method, model: nn.Module, dataset, split, cfg: RunConfig, run_
                 loss_sum, images, steps = partial.get("loss_sum", 0.0), partial.get("images", 0), partial.get("steps", 0)
                 before = partial.get("seconds", 0.0)  # this epoch's time before the interruption
                 partial = {}
+                method.begin_epoch(runnable, stage, epoch)
                 method.train_mode(runnable, stage)
                 loader = make_batches(dataset, train_idx, cfg.batch_size, shuffle=True,
                                       seed=epoch_seed(seed, epoch, k), num_workers=cfg.num_workers,

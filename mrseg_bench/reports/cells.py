@@ -52,11 +52,14 @@ def table_cells(table: Table) -> list[list[Cell]]:
 
 
 def csv_frame(table: Table):
-    """Numbers, not strings: one row per method; ``<key>_mean``, ``_std``, ``_n``, ``_p``
+    """Numbers, not strings: one row per method (and per reference row, flagged in a
+    ``reference`` column when there is one); ``<key>_mean``, ``_std``, ``_n``, ``_p``
     per numeric column (empty where unavailable), the raw text for text columns."""
     import pandas as pd
 
     out = pd.DataFrame({"dataset": table.dataset, "preset": table.preset, "method": table.methods})
+    if table.reference_rows:  # rows that are not methods (the dataset's oracle): flagged
+        out["reference"] = [m in table.reference_rows for m in table.methods]
     for col in table.columns:
         avail = table.available[col.key].to_numpy()
         if col.text:

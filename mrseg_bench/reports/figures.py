@@ -110,9 +110,12 @@ def throughput_scatter(stats: pd.DataFrame, methods: list[str], stem: Path, titl
     return save_figure(fig, stem)
 
 
-def per_rater_bars(stats: pd.DataFrame, methods: list[str], stem: Path, title: str = "") -> list[Path]:
+def per_rater_bars(stats: pd.DataFrame, methods: list[str], stem: Path, title: str = "",
+                   references: pd.DataFrame | None = None) -> list[Path]:
     """Grouped bars: x = raters (R1..RR) and their mean, one bar per method with per-rater
-    Dice; error bars = std over seeds (none with one seed)."""
+    Dice; error bars = std over seeds (none with one seed). ``references`` (rows: reference
+    labels, columns: the same keys; ``reports.references.reference_frame``): one dashed line
+    per reference across each group of bars (e.g. the synthetic oracle), labelled in the legend."""
     rater_keys = sorted({k for k in stats["key"] if str(k).startswith("per_rater_dice[")},
                         key=lambda k: int(k[len("per_rater_dice["):-1]))
     if not rater_keys:
@@ -120,6 +123,8 @@ def per_rater_bars(stats: pd.DataFrame, methods: list[str], stem: Path, title: s
     keys = rater_keys + (["per_rater_dice_mean"] if "per_rater_dice_mean" in set(stats["key"]) else [])
     mean, std = _wide(stats, "mean"), _wide(stats, "std")
     shown = [m for m in methods if m in mean.index and mean.loc[m, rater_keys].notna().any()]
+    if not shown:
+        return []
     style = _style(methods)
     width = 0.8 / len(shown)
     x = np.arange(len(keys))
@@ -133,6 +138,13 @@ def per_rater_bars(stats: pd.DataFrame, methods: list[str], stem: Path, title: s
                       label=method, edgecolor="black", linewidth=0.5)
         ax.bar_label(bars, labels=[f"{v:.2f}" if np.isfinite(v) else "" for v in m],
                      fontsize=6, padding=2)
+    refs = references if references is not None else pd.DataFrame()
+    for j, (name, row) in enumerate(refs.iterrows()):
+        y = row.reindex(keys).to_numpy(dtype=float)
+        for i, v in enumerate(y):
+            if np.isfinite(v):  # one segment over the group of bars of each rater / the mean
+                ax.hlines(v, x[i] - 0.45, x[i] + 0.45, colors="black", linestyles=("--", ":", "-.")[j % 3],
+                          linewidth=1.2, label=str(name) if i == int(np.argmax(np.isfinite(y))) else None)
     ax.set_xticks(x, [label(k) for k in keys])
     ax.set_ylabel("Dice (output r vs rater r)")
     ax.set_ylim(0, 1.05)

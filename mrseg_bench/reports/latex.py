@@ -78,6 +78,8 @@ def render_latex(table: Table) -> str:
     head = ["Method"] + [header(c.label, c.higher_is_better) for c in table.columns]
     body = []
     for m, row in zip(table.methods, cells, strict=True):
+        if table.reference_rows and m == table.reference_rows[0]:
+            body.append(r"\midrule")  # reference rows (oracle) below the methods
         mark = table.marks.get(m, "")
         name = escape_latex(m) + (f"$^{{{escape_latex(mark)}}}$" if mark else "")
         body.append(" & ".join([name] + [_cell(c) for c in row]) + r" \\")

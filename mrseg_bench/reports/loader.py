@@ -12,13 +12,14 @@ Columns added to ``runs``: ``experiment`` (the ``experiment`` column, else the p
 written before experiments existed), ``overrides`` (dict from ``overrides_json``, else {}),
 ``row`` (the table row label: the method, plus its overrides, e.g. ``dpersona (beta=1.0)``),
 ``ged_estimator``, ``ncc_maps``, ``threshold`` (from the run config in ``config_json``; the
-defaults when absent). Failed runs never reach a table.
+defaults when absent). Failed runs never reach a table. Reference rows stored with a run
+(``mrseg_bench.references``) go to ``Results.references``, not ``metrics``.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +34,21 @@ class SelectionError(ValueError):
     """The runs to report or check are ambiguous or absent; the message lists the choices."""
 
 
+def _no_references() -> pd.DataFrame:
+    return pd.DataFrame(columns=["run_id", "name", "rater", "value"])
+
+
 @dataclass
 class Results:
     """runs: store ``runs`` columns (+ the columns above); metrics: run_id, case_id, metric,
-    rater (Int64), value; profile: run_id, name, value, unit."""
+    rater (Int64), value; profile: run_id, name, value, unit; references: run_id, name, rater,
+    value (the dataset's reference scores stored with each run, ``mrseg_bench.references``;
+    never part of ``metrics``)."""
 
     runs: pd.DataFrame
     metrics: pd.DataFrame
     profile: pd.DataFrame
+    references: pd.DataFrame = field(default_factory=_no_references)
 
 
 def _json(text: Any) -> dict:
@@ -157,8 +165,13 @@ def load_results(store_path: str | Path, experiment: str | None = None,
         profile = store.profile(ids)
     finally:
         store.close()
+    from ..references import split_reference_rows
+
+    metrics, references = split_reference_rows(metrics)
     runs["seed"] = pd.to_numeric(runs["seed"], errors="coerce").astype("Int64")
+    references["value"] = pd.to_numeric(references["value"], errors="coerce").astype(float)
+    references["rater"] = references["rater"].astype("Int64")
     metrics["value"] = pd.to_numeric(metrics["value"], errors="coerce").astype(float)
     metrics["rater"] = metrics["rater"].astype("Int64")
     profile["value"] = pd.to_numeric(profile["value"], errors="coerce").astype(float)
-    return Results(runs=runs, metrics=metrics, profile=profile)
+    return Results(runs=runs, metrics=metrics, profile=profile, references=references)

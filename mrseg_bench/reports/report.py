@@ -5,7 +5,8 @@ metric settings when they are not the defaults; a group never mixes them):
 - ``<name>_<kind>.tex`` / ``.md`` / ``.csv`` for kind in diversity, personalization,
   consensus, any table a plugin metric names, and cost (see tables.py);
 - ``<name>_throughput.png/.pdf`` (metric vs inference images/s), ``<name>_per_rater.png/.pdf``
-  (when a method is personalised), ``<name>_qualitative.png/.pdf`` (when run folders hold
+  (when a method is personalised; the dataset's reference scores, e.g. the synthetic oracle,
+  as dashed lines), ``<name>_qualitative.png/.pdf`` (when run folders hold
   ``qualitative.pt``, see qualitative.py);
 and ``tables.tex`` (all LaTeX tables; needs ``\\usepackage{booktabs}``) and ``report.md``
 (all Markdown tables and figure links). Only the latest ``done`` run per configuration and seed
@@ -27,6 +28,7 @@ from .latex import check_latex, render_latex
 from .loader import Results, load_results
 from .markdown import escape_md, render_markdown
 from .qualitative import QUALITATIVE_FILE, as_prediction, load_qualitative
+from .references import reference_frame
 from .tables import Table, build_tables, method_order
 
 
@@ -118,7 +120,8 @@ def write_report(store_path: Path, out_dir: Path, reference: str | None = None,
             "Metric vs inference throughput": throughput_scatter(
                 stats, methods, out_dir / f"{group}_throughput", title=title),
             "Per-rater Dice": per_rater_bars(
-                stats, methods, out_dir / f"{group}_per_rater", title=f"{title}: per-rater Dice"),
+                stats, methods, out_dir / f"{group}_per_rater", title=f"{title}: per-rater Dice",
+                references=reference_frame(results.references, ids)[0]),
             "Qualitative examples": _qualitative(
                 results, runs, first.reference, out_dir / f"{group}_qualitative", notes),
         }

@@ -29,6 +29,7 @@ from .columns import (
     table_keys,
 )
 from .loader import METRIC_SETTINGS, Results
+from .references import add_reference_rows, reference_frame
 from .significance import paired_pvalues
 
 TITLES = {
@@ -46,6 +47,7 @@ CONVENTION_TEXT = {
 LEAK_TEXT = {"dpersona": "checkpoint chosen on the test fold; not a clean estimate"}
 GROUP_KEYS = ["dataset", "experiment", "protocol", "convention", *METRIC_SETTINGS]
 DEFAULT_REFERENCE = "dpersona"
+MIN_SEEDS_FOR_SIGNIFICANCE = 3  # fewer seeds per row: no † markers (and no p-values)
 
 
 @dataclass
@@ -67,6 +69,7 @@ class Table:
     notes: list[str] = field(default_factory=list)
     marks: dict[str, str] = field(default_factory=dict)  # row -> footnote mark
     group: str = ""  # file stem of the table group, e.g. "synthetic_smoke"
+    reference_rows: list[str] = field(default_factory=list)  # rows that are not methods (oracle)
 
     @property
     def name(self) -> str:
@@ -82,6 +85,7 @@ class Table:
             if col.text or col.higher_is_better is None:
                 continue
             vals = self.mean[col.key].where(self.available[col.key])
+            vals = vals.where(~vals.index.isin(self.reference_rows))  # reference rows are not ranked
             if vals.notna().sum() == 0:
                 continue
             best = vals.max() if col.higher_is_better else vals.min()
@@ -167,8 +171,18 @@ def _group_stem(key: dict) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "-", "_".join(p.strip("/") for p in parts if p)).strip("-")
 
 
-def _caption(kind: str, key: dict, reference: str | None, alpha: float, significance: bool) -> str:
-    """Short caption: what, where, and the settings a reader must know."""
+def _seed_text(seeds: pd.Series) -> str:
+    """"Mean ± std over 3 seeds" / "One seed per row (no ± std)" / "... over seeds (1-3 per row)"."""
+    if len(seeds) == 0 or int(seeds.max()) <= 1:
+        return "One seed per row (no ± std)"
+    lo, hi = int(seeds.min()), int(seeds.max())
+    return f"Mean ± std over {lo} seeds" if lo == hi else f"Mean ± std over seeds ({lo}-{hi} per row)"
+
+
+def _caption(kind: str, key: dict, reference: str | None, alpha: float, significance: bool,
+             seeds: pd.Series | None = None, tested: list[str] | None = None) -> str:
+    """Short caption: what, where, and the settings a reader must know. ``seeds``: seeds per
+    row; ``tested``: the rows tested against ``reference`` (None: every row)."""
     proto = str(key["protocol"])
     leak = f": {LEAK_TEXT[proto]}" if proto in LEAK_TEXT else ""
     parts = [f"{TITLES.get(kind, kind.replace('_', ' ').capitalize())} on {key['dataset']} "
@@ -178,9 +192,16 @@ def _caption(kind: str, key: dict, reference: str | None, alpha: float, signific
                      f"convention {key['convention']}; NCC: {NCC_TEXT.get(key['ncc_maps'], key['ncc_maps'])}.")
     elif kind != "cost" and key["convention"] != "standard":
         parts.append(f"Convention {key['convention']}.")
-    parts.append("Mean ± std over seeds; bold: best.")
-    if significance and reference:
-        parts.append(f"† p < {alpha:g} vs {reference} (paired Wilcoxon).")
+    seeds = pd.Series(dtype=float) if seeds is None else seeds
+    parts.append(f"{_seed_text(seeds)}; bold: best.")
+    others = [r for r in seeds.index if r != reference]
+    if significance and reference and others:
+        if tested is not None and not tested:
+            parts.append(f"No significance markers: they need ≥ {MIN_SEEDS_FOR_SIGNIFICANCE} seeds per row.")
+        else:
+            some = tested is not None and len(tested) < len(others)
+            parts.append(f"† p < {alpha:g} vs {reference} (paired Wilcoxon"
+                         + (f"; rows with ≥ {MIN_SEEDS_FOR_SIGNIFICANCE} seeds only" if some else "") + ").")
     return " ".join(parts)
 
 
@@ -262,10 +283,14 @@ def _table(kind: str, key: dict, rows: list[str], columns: list[Column], stats: 
     mean, available, txt = mean.loc[shown], available.loc[shown], txt.loc[shown]
     std = grid(stats, "std").loc[shown]
     n = grid(stats, "n").loc[shown].fillna(0).astype(int)
-    pvalue = grid(pvals, "p").loc[shown] if not pvals.empty else pd.DataFrame(np.nan, index=idx, columns=keys)
+    pvalue = grid(pvals, "p").loc[shown].copy() if not pvals.empty else pd.DataFrame(np.nan, index=idx, columns=keys)
     ref = reference if reference in shown else None
-    if ref is None:
-        pvalue = pd.DataFrame(np.nan, index=idx, columns=keys)
+    seeds = runs[runs["row"].isin(shown)].groupby("row")["seed"].nunique().reindex(shown).fillna(0)
+    tested = [r for r in shown if r != ref and seeds[r] >= MIN_SEEDS_FOR_SIGNIFICANCE] \
+        if ref is not None and seeds[ref] >= MIN_SEEDS_FOR_SIGNIFICANCE else []
+    # issue 17: a paired test over cases says nothing about seed-to-seed variation, so fewer
+    # than MIN_SEEDS_FOR_SIGNIFICANCE seeds per row give no test (p NaN, no marker)
+    pvalue.loc[~pvalue.index.isin(tested)] = np.nan
     significance = any(c.significance for c in columns)
     notes = _notes(kind, key, runs[runs["row"].isin(shown)], cases, left_out)
     marks: dict[str, str] = {}
@@ -281,8 +306,12 @@ def _table(kind: str, key: dict, rows: list[str], columns: list[Column], stats: 
             and (runs["method"] == requested).sum() and runs[runs["method"] == requested]["row"].nunique() > 1 \
             else "is not in this table"
         notes.append(f"No significance test: the reference {requested or reference} {why}.")
+    untested = [r for r in shown if r != ref and r not in tested]
+    if significance and tested and untested:
+        notes.append(f"No significance test (fewer than {MIN_SEEDS_FOR_SIGNIFICANCE} seeds): {', '.join(untested)}.")
     return Table(kind, str(key["dataset"]), str(key["experiment"]), shown, columns, mean, std, n,
-                 pvalue, available, txt, _caption(kind, key, ref, alpha, significance and ref is not None),
+                 pvalue, available, txt, _caption(kind, key, ref, alpha, significance and ref is not None,
+                                                  seeds, tested),
                  ref, alpha, notes, marks, _group_stem(key))
 
 
@@ -299,7 +328,7 @@ def build_tables(results: Results, reference: str | None = None, alpha: float = 
         return []
     if "row" not in runs or "experiment" not in runs:
         runs = annotate(runs)
-        results = Results(runs, results.metrics, results.profile)
+        results = Results(runs, results.metrics, results.profile, results.references)
     explicit = reference is not None
     reference = reference if explicit else DEFAULT_REFERENCE
     if explicit and reference not in set(runs["row"]) | set(runs["method"]):
@@ -325,6 +354,8 @@ def build_tables(results: Results, reference: str | None = None, alpha: float = 
             if keys:
                 t = _table(kind, key, rows, [metric_column(k) for k in keys], stats, pvals, caps,
                            None, **args)
+                if t is not None and kind == "personalization":
+                    t = add_reference_rows(t, *reference_frame(results.references, ids))
                 if t is not None:
                     tables.append(t)
         pstats = seed_stats(prof[prof["run_id"].isin(ids)])

@@ -7,11 +7,16 @@ Presets (``backbone``):
 - ``"kohl"``: the classic Kohl U-Net (filters 32,64,128,192 -> 32 features), prior/posterior
   filters = the U-Net's, latent 6, beta 1, BCE reconstruction.
 
-Loss = recon(Fcomb(features, z ~ q(z|x,y)), y) + beta * KL(q || p) + l2_weight * L2, with y ONE
+Loss = recon(Fcomb(features, z ~ q(z|x,y)), y) + w_e * beta * KL(q || p) + l2_weight * L2, with y ONE
 valid rater's mask drawn per image per step, KL analytic (``kl_divergence``), batch mean, and L2
 the sum of the unsquared L2 norms of the prior, posterior and Fcomb parameters. The ``"bce"``
 reconstruction is the ELBO's negative log-likelihood: per-image SUM over pixels, mean over the
 batch (so beta weighs the KL as in Kohl et al.); ``"gdl"`` is ``losses.generalised_dice_loss``.
+
+Stability and anti-collapse options (``mrseg_bench.latent``): ``sigma="softplus"`` (default,
+bounded: sigma = softplus(s) + ``sigma_floor``) or ``"exp"`` (the reference's exp(log sigma),
+which overflows with Kohl's summed BCE); ``kl_warmup_epochs`` (w_e grows linearly to 1;
+default 0 = off, as in the paper) and ``free_bits`` (nats per latent dimension; default 0).
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ from typing import Literal
 
 import torch
 from torch import nn
-from torch.distributions import kl_divergence
 
+from ...latent import check_latent_options, kl_loss, kl_warmup_weight
 from ...losses import bce_loss, generalised_dice_loss
 from ...method import Method, MethodConfig, MethodInfo, Stage
 from ...registry import register_method
@@ -48,6 +53,10 @@ class ProbUNetConfig(MethodConfig):
     beta: float = 1.0
     recon_loss: Literal["auto", "gdl", "bce"] = "auto"
     l2_weight: float = 1e-5
+    sigma: Literal["softplus", "exp"] = "softplus"
+    sigma_floor: float = 1e-3
+    kl_warmup_epochs: int = 0
+    free_bits: float = 0.0
 
     def resolved_prior_filters(self) -> tuple[int, ...]:
         if self.prior_filters:
@@ -77,6 +86,7 @@ class ProbUNet(Method):
             raise ValueError(f"probunet: latent_dim must be >= 1, got {cfg.latent_dim}")
         if cfg.beta < 0 or cfg.l2_weight < 0:
             raise ValueError(f"probunet: beta and l2_weight must be >= 0, got {cfg.beta}, {cfg.l2_weight}")
+        check_latent_options("probunet", cfg.sigma, cfg.sigma_floor, cfg.kl_warmup_epochs, cfg.free_bits)
         super().__init__(cfg)
 
     def build(self, dataset_info: DatasetInfo) -> nn.Module:
@@ -84,7 +94,8 @@ class ProbUNet(Method):
         backbone = build_backbone(c.backbone, dataset_info.in_channels, c.encoder_name,
                                   c.encoder_weights, c.decoder_channels, c.kohl_filters)
         return remember_io(ProbUNetModel(backbone, dataset_info.in_channels, c.latent_dim,
-                                         c.resolved_prior_filters()), dataset_info.in_channels, dataset_info.num_raters)
+                                         c.resolved_prior_filters(), sigma=c.sigma, sigma_floor=c.sigma_floor),
+                           dataset_info.in_channels, dataset_info.num_raters)
 
     def training_step(self, model: nn.Module, batch: MultiRaterBatch, stage: Stage) -> dict[str, torch.Tensor]:
         check_io("probunet", model, batch.image, batch.masks)
@@ -97,9 +108,10 @@ class ProbUNet(Method):
             recon = generalised_dice_loss(logits, mask)
         else:
             recon = bce_loss(logits, mask) * float(mask.shape[-2] * mask.shape[-1])
-        kl = kl_divergence(posterior, prior).mean()
+        kl = kl_loss(posterior, prior, self.cfg.free_bits)
         l2 = model.l2_regulariser()
-        loss = recon + self.cfg.beta * kl + self.cfg.l2_weight * l2
+        warm = kl_warmup_weight(self.epoch_of(stage), self.cfg.kl_warmup_epochs)
+        loss = recon + warm * self.cfg.beta * kl + self.cfg.l2_weight * l2
         return {"loss": loss, "recon": recon.detach(), "kl": kl.detach(), "l2": l2.detach()}
 
     @torch.no_grad()

@@ -19,13 +19,15 @@ class ProbUNetModel(nn.Module):
 
     def __init__(self, backbone: nn.Module, in_channels: int, latent_dim: int = 6,
                  prior_filters: Sequence[int] = (32, 64, 128, 192), convs_per_block: int = 3,
-                 fcomb_hidden_layers: int = 3) -> None:
+                 fcomb_hidden_layers: int = 3, sigma: str = "softplus", sigma_floor: float = 1e-3) -> None:
         super().__init__()
         feat = int(backbone.out_channels)
         self.latent_dim = latent_dim
         self.unet = backbone
-        self.prior = GaussianConvEncoder(in_channels, latent_dim, prior_filters, convs_per_block)
-        self.posterior = GaussianConvEncoder(in_channels + 1, latent_dim, prior_filters, convs_per_block)
+        self.prior = GaussianConvEncoder(in_channels, latent_dim, prior_filters, convs_per_block,
+                                         sigma, sigma_floor)
+        self.posterior = GaussianConvEncoder(in_channels + 1, latent_dim, prior_filters, convs_per_block,
+                                             sigma, sigma_floor)
         self.fcomb = Fcomb(feat, latent_dim, feat, fcomb_hidden_layers, 1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

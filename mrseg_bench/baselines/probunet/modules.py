@@ -1,7 +1,8 @@
 """Building blocks of the Probabilistic U-Net, reusable by other latent-variable methods.
 
 - ``GaussianConvEncoder``: conv encoder -> global mean -> 1x1 conv -> (mu, log sigma) ->
-  ``Independent(Normal(mu, exp(log sigma)), 1)`` (axis-aligned Gaussian). The prior net sees the
+  ``Independent(Normal(mu, sigma), 1)`` (axis-aligned Gaussian; sigma = softplus(s) + floor by
+  default, exp(s) as in the reference with ``sigma="exp"``: ``mrseg_bench.latent``). The prior net sees the
   image, the posterior net the image concatenated with mask channel(s).
 - ``Fcomb``: 1x1 convs on ``[features, z tiled over space]`` -> one logit map. Its first layer is
   applied as ``W_f * features + W_z z`` (the same weights as one conv on the concatenation), so N
@@ -15,7 +16,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Independent, Normal
+from torch.distributions import Independent
+
+from ...latent import diagonal_gaussian
 
 
 class GaussianConvEncoder(nn.Module):
@@ -23,12 +26,13 @@ class GaussianConvEncoder(nn.Module):
 
     Blocks of ``convs_per_block`` x (conv3x3 + ReLU) with ``filters`` channels, AvgPool2d(2,
     ceil_mode=True) before every block but the first, no normalisation; spatial mean; 1x1 conv to
-    ``2 * latent_dim`` channels = (mu, log sigma).
+    ``2 * latent_dim`` channels = (mu, s), sigma = ``latent.sigma_from(s, sigma, sigma_floor)``.
     """
 
     def __init__(self, in_channels: int, latent_dim: int, filters: Sequence[int] = (32, 64, 128, 192),
-                 convs_per_block: int = 3) -> None:
+                 convs_per_block: int = 3, sigma: str = "softplus", sigma_floor: float = 1e-3) -> None:
         super().__init__()
+        self.sigma, self.sigma_floor = sigma, float(sigma_floor)
         filters = tuple(int(f) for f in filters)
         if in_channels < 1 or latent_dim < 1 or not filters or min(filters) < 1:
             raise ValueError(f"GaussianConvEncoder: bad in_channels={in_channels}, "
@@ -52,10 +56,10 @@ class GaussianConvEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> Independent:
         h = self.encoder(x).mean(dim=(2, 3), keepdim=True)
         mu_log_sigma = self.conv_layer(h)[:, :, 0, 0].float()
-        mu, log_sigma = mu_log_sigma.split(self.latent_dim, dim=1)
+        mu, raw = mu_log_sigma.split(self.latent_dim, dim=1)
         # no argument validation: a diverged net (NaN/inf mu or sigma) must reach the loss, where
         # the engine stops with "method, stage, epoch, step: loss is nan" (NonFiniteLossError)
-        return Independent(Normal(mu, torch.exp(log_sigma), validate_args=False), 1, validate_args=False)
+        return diagonal_gaussian(mu, raw, self.sigma, self.sigma_floor)
 
 
 class Fcomb(nn.Module):

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ...baselines.unet import DEFAULT_DECODER_CHANNELS
+from ...latent import check_latent_options
 from ...method import MethodConfig
 
 
@@ -20,6 +21,9 @@ class DPersonaConfig(MethodConfig):
       BatchNorm statistics drift, autograd through the frozen parts, padding-3 heads). Default
       False: frozen parts in eval mode under ``no_grad``, padding-1 heads.
     - ``head_padding``: ``None`` derives it (3 if ``faithful_stage2`` else 1).
+    - ``sigma`` / ``sigma_floor``: the latent scale, ``"softplus"`` (bounded, default) or
+      ``"exp"`` (the reference's exp(log sigma)); ``kl_warmup_epochs`` and ``free_bits``: the
+      options against posterior collapse of ``mrseg_bench.latent`` (default off, as published).
     - ``l2_weight``: weight of the sum of unsquared L2 norms of every parameter tensor (weights
       and biases) of the prior net, the posterior net and Fcomb's hidden layers.
     """
@@ -43,6 +47,10 @@ class DPersonaConfig(MethodConfig):
     prior_convs_per_block: int = 3
     fcomb_channels: int = 16
     fcomb_layers: int = 3
+    sigma: Literal["softplus", "exp"] = "softplus"
+    sigma_floor: float = 1e-3
+    kl_warmup_epochs: int = 0
+    free_bits: float = 0.0
 
     def __post_init__(self) -> None:
         where = "DPersonaConfig"
@@ -63,6 +71,7 @@ class DPersonaConfig(MethodConfig):
             value = getattr(self, key)
             if not isinstance(value, (int, float)) or not value >= 0:
                 raise ValueError(f"{where}: {key} must be a number >= 0, got {value!r}")
+        check_latent_options(where, self.sigma, self.sigma_floor, self.kl_warmup_epochs, self.free_bits)
         if not 0.0 <= self.head_dropout < 1.0:
             raise ValueError(f"{where}: head_dropout must be in [0, 1), got {self.head_dropout!r}")
         if self.stage1_recon not in ("posterior", "prior"):

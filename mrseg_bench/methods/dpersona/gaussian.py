@@ -4,7 +4,9 @@ Encoder: blocks of ``convs_per_block`` x (conv3x3, padding 1, ReLU) with ``filte
 AvgPool2d(2, ceil_mode=True) before every block but the first, no normalisation. Then the global
 spatial mean, a 1x1 conv to ``2 * latent_dim`` channels, split into (mu, log sigma):
 
-    p(z | x) = Independent(Normal(mu, exp(log sigma)), 1)
+    p(z | x) = Independent(Normal(mu, sigma), 1),  sigma = softplus(s) + floor (default) or exp(s)
+
+``sigma="exp"`` is the reference's form (``mrseg_bench.latent``); the parameters are the same.
 
 Layer indices inside ``convs`` match the reference's ``encoder.layers`` (pools included).
 """
@@ -15,15 +17,19 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.distributions import Independent, Normal
+from torch.distributions import Independent
+
+from ...latent import diagonal_gaussian
 
 
 class GaussianEncoder(nn.Module):
     """``x [B,C,H,W] -> (mu [B,D], log_sigma [B,D])`` (float32), or the distribution."""
 
     def __init__(self, in_channels: int, latent_dim: int,
-                 filters: Sequence[int] = (16, 32, 64, 128, 256), convs_per_block: int = 3) -> None:
+                 filters: Sequence[int] = (16, 32, 64, 128, 256), convs_per_block: int = 3,
+                 sigma: str = "softplus", sigma_floor: float = 1e-3) -> None:
         super().__init__()
+        self.sigma, self.sigma_floor = sigma, float(sigma_floor)
         self.in_channels = int(in_channels)
         self.latent_dim = int(latent_dim)
         layers: list[nn.Module] = []
@@ -56,7 +62,5 @@ class GaussianEncoder(nn.Module):
         return params[:, : self.latent_dim], params[:, self.latent_dim :]
 
     def distribution(self, x: torch.Tensor) -> Independent:
-        mu, log_sigma = self(x)
-        # no argument validation: it would sync with the host on every call (and a NaN must
-        # surface as a non-finite loss, which the method reports with its stage and step)
-        return Independent(Normal(mu, torch.exp(log_sigma), validate_args=False), 1, validate_args=False)
+        mu, raw = self(x)
+        return diagonal_gaussian(mu, raw, self.sigma, self.sigma_floor)

@@ -17,8 +17,8 @@ from __future__ import annotations
 from contextlib import nullcontext
 
 import torch
-from torch.distributions import kl_divergence
 
+from ...latent import kl_loss
 from ...losses import generalised_dice_loss, masked_generalised_dice_loss
 from .model import DPersonaNet
 
@@ -57,8 +57,10 @@ def l2_penalty(model: DPersonaNet) -> torch.Tensor:
 
 def stage1_losses(model: DPersonaNet, images: torch.Tensor, masks: torch.Tensor, rater_valid: torch.Tensor,
                   *, recon: str = "posterior", beta: float = 0.5, kl_weight: float = 1.0,
-                  l2_weight: float = 1e-5, bound_samples: int = 10) -> dict[str, torch.Tensor]:
-    """Stage-1 loss and its parts: ``loss, rec, kl, bound, l2``. ``masks`` float ``[B,R,H,W]``."""
+                  l2_weight: float = 1e-5, bound_samples: int = 10,
+                  free_bits: float = 0.0) -> dict[str, torch.Tensor]:
+    """Stage-1 loss and its parts: ``loss, rec, kl, bound, l2``. ``masks`` float ``[B,R,H,W]``;
+    ``free_bits`` > 0 floors the KL per latent dimension (``latent.kl_loss``)."""
     features = model.backbone(images)
     part = model.fcomb.feature_part(features)
     prior = model.prior.distribution(images)
@@ -68,7 +70,7 @@ def stage1_losses(model: DPersonaNet, images: torch.Tensor, masks: torch.Tensor,
     target = masks.gather(1, index)
     source = posterior if recon == "posterior" else prior
     rec = generalised_dice_loss(model.sample_logits(part, source, 1, reparameterise=True), target)
-    kl = kl_divergence(posterior, prior).mean()
+    kl = kl_loss(posterior, prior, free_bits)
     bound = bound_loss(model.sample_logits(part, prior, bound_samples, reparameterise=True), masks, rater_valid)
     l2 = l2_penalty(model)
     loss = rec + kl_weight * kl + beta * bound + l2_weight * l2

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ...baselines.common import check_io, remember_io
+from ...latent import kl_warmup_weight
 from ...method import Method, MethodInfo, Stage
 from ...registry import register_method
 from ...types import Capability, DatasetInfo, MultiRaterBatch, Prediction
@@ -63,6 +64,7 @@ class DPersona(Method):
             prior_convs_per_block=c.prior_convs_per_block, fcomb_channels=c.fcomb_channels,
             fcomb_layers=c.fcomb_layers, head_channels=c.head_channels,
             head_padding=c.resolved_head_padding, head_dropout=c.head_dropout,
+            sigma=c.sigma, sigma_floor=c.sigma_floor,
         ), dataset_info.in_channels, dataset_info.num_raters)
 
     def stages(self) -> list[Stage]:
@@ -116,7 +118,8 @@ class DPersona(Method):
         c = self.cfg
         if stage.name == STAGE1:
             out = stage1_losses(net, images, masks, valid, recon=c.stage1_recon, beta=c.beta,
-                                kl_weight=c.kl_weight, l2_weight=c.l2_weight, bound_samples=c.bound_samples)
+                                kl_weight=c.kl_weight * kl_warmup_weight(self.epoch_of(stage), c.kl_warmup_epochs),
+                                l2_weight=c.l2_weight, bound_samples=c.bound_samples, free_bits=c.free_bits)
         else:
             out = stage2_losses(net, images, masks, valid, bank_size=c.bank_train,
                                 frozen_no_grad=not c.faithful_stage2)

@@ -27,7 +27,8 @@ class DPersonaNet(nn.Module):
                  decoder_channels: Sequence[int] = DEFAULT_DECODER_CHANNELS,
                  prior_filters: Sequence[int] = (16, 32, 64, 128, 256), prior_convs_per_block: int = 3,
                  fcomb_channels: int = 16, fcomb_layers: int = 3, head_channels: Sequence[int] = (32, 16),
-                 head_padding: int = 1, head_dropout: float = 0.1) -> None:
+                 head_padding: int = 1, head_dropout: float = 0.1, sigma: str = "softplus",
+                 sigma_floor: float = 1e-3) -> None:
         super().__init__()
         if in_channels < 1 or num_raters < 1:
             raise ValueError(f"DPersonaNet: need in_channels >= 1 and num_raters >= 1, got {in_channels}, {num_raters}")
@@ -37,8 +38,10 @@ class DPersonaNet(nn.Module):
         self.backbone = build_unet(in_channels, encoder_name=encoder_name, encoder_weights=encoder_weights,
                                    headless=True, decoder_channels=decoder_channels)
         features = int(decoder_channels[-1])
-        self.prior = GaussianEncoder(in_channels, latent_dim, prior_filters, prior_convs_per_block)
-        self.posterior = GaussianEncoder(in_channels + num_raters, latent_dim, prior_filters, prior_convs_per_block)
+        self.prior = GaussianEncoder(in_channels, latent_dim, prior_filters, prior_convs_per_block,
+                                     sigma, sigma_floor)
+        self.posterior = GaussianEncoder(in_channels + num_raters, latent_dim, prior_filters,
+                                         prior_convs_per_block, sigma, sigma_floor)
         self.fcomb = Fcomb(features, latent_dim, fcomb_channels, fcomb_layers)
         self.heads = ProjectionHeads(num_raters, features, (*head_channels, latent_dim), head_padding, head_dropout)
 
