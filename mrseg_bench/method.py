@@ -58,6 +58,8 @@ class Stage:
     monitor: str = "loss"
     mode: str = "min"
     extra: dict[str, Any] = field(default_factory=dict)
+    schedule: str = "cosine"
+    schedule_options: dict[str, Any] = field(default_factory=dict)
 
 
 class Method(abc.ABC):

@@ -123,6 +123,7 @@ class Prediction:
     samples: torch.Tensor | None = None
     personalized: torch.Tensor | None = None
     consensus: torch.Tensor | None = None
+    sample_weights: torch.Tensor | None = None
 
     def capabilities(self) -> frozenset[Capability]:
         """The capabilities this prediction actually carries."""
@@ -139,4 +140,4 @@ class Prediction:
         def mv(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.to(device)
 
-        return Prediction(mv(self.samples), mv(self.personalized), mv(self.consensus))
+        return Prediction(mv(self.samples), mv(self.personalized), mv(self.consensus), mv(self.sample_weights))

@@ -30,7 +30,7 @@ def _float(pred):
     def f(t):
         return None if t is None else t.float()
 
-    return Prediction(f(pred.samples), f(pred.personalized), f(pred.consensus))
+    return Prediction(f(pred.samples), f(pred.personalized), f(pred.consensus), f(pred.sample_weights))
 
 
 @torch.no_grad()
