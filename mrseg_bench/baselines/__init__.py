@@ -1,7 +1,7 @@
 """Baselines. Importing this package registers ``unet``, ``probunet``, ``fusion.majority``,
 ``fusion.staple``, ``fusion.soft``, ``per_rater.separate``, ``per_rater.multihead``, ``phiseg``, ``mose`` and ``tab``."""
 
-from . import deterministic, fusion, mose, per_rater, phiseg, probunet  # noqa: F401 - registers methods
+from . import deterministic, fusion, mose, per_rater, phiseg, probunet, tab  # noqa: F401 - registers methods
 from .unet import DEFAULT_DECODER_CHANNELS, KohlUNet, build_backbone, build_unet
 
 __all__ = ["DEFAULT_DECODER_CHANNELS", "KohlUNet", "build_backbone", "build_unet"]
