@@ -117,7 +117,9 @@ class TABModel(nn.Module):
         b, c, h, w = src.shape
         tokens = src.flatten(2).transpose(1, 2) + sine_positions(h, w, c, src.device).to(src.dtype)[None]
         memory = self.transformer_encoder(tokens)
-        q = self.transformer_decoder(self.queries.weight[None].expand(b, -1, -1).to(memory.dtype), memory)
+        # repeat, not expand: a view of the weight made under no_grad trips FlopCounterMode's hooks
+        queries = self.queries.weight.to(memory.dtype).unsqueeze(0).repeat(b, 1, 1)
+        q = self.transformer_decoder(queries, memory)
         emb = self.pixel_proj(self._decode_pixels(feats)).flatten(2)  # [B,E,P]
         scale = 1.0 / math.sqrt(self.embed_dim)
         mean = torch.einsum("bqe,bep->bqp", self.mean_head(q), emb)
