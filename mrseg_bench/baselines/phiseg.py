@@ -99,9 +99,11 @@ class LatentHierarchy(nn.Module):
             feats.append(x)
         return feats[self.offset:]
 
-    def forward(self, feats: list[torch.Tensor], condition: list[torch.Tensor] | None = None
+    def forward(self, feats: list[torch.Tensor], condition: list[torch.Tensor] | None = None,
+                noise: list[torch.Tensor] | None = None
                 ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
-        """``(mu, sigma, z)`` per latent level (finest first), z reparameterised.
+        """``(mu, sigma, z)`` per latent level (finest first), ``z = mu + sigma * noise``
+        (``noise`` standard normal, drawn here unless given).
 
         Level l is conditioned on ``condition[l+1]`` when given (training: the posterior's
         samples), else on this net's own sample of level l+1 (ancestral sampling).
@@ -118,7 +120,8 @@ class LatentHierarchy(nn.Module):
                 h = self.z_in[lvl](torch.cat([h, up], dim=1))
             mus[lvl] = self.mu[lvl](h)
             sigmas[lvl] = F.softplus(self.sigma[lvl](h)) + 1e-6
-            zs[lvl] = mus[lvl] + sigmas[lvl] * torch.randn_like(mus[lvl])
+            eps = torch.randn_like(mus[lvl]) if noise is None else noise[lvl].to(mus[lvl].dtype)
+            zs[lvl] = mus[lvl] + sigmas[lvl] * eps
             below = zs[lvl] if condition is None else condition[lvl]
         return mus, sigmas, zs
 
@@ -201,12 +204,17 @@ class PHiSegModel(nn.Module):
         check_divisible(images, self.levels, "phiseg")
         b = images.shape[0]
         feats = self.prior.features(images)
+        latent_ch = self.prior.mu[0].out_channels
+        # all noise drawn up front (small: latent maps at <= 1/4 of the image), so the result does
+        # not depend on the chunk size
+        noise = [torch.randn(b, n_samples, latent_ch, *f.shape[-2:], device=f.device) for f in feats]
         per_chunk = max(1, chunk // max(b, 1))
         out = []
         for start in range(0, n_samples, per_chunk):  # loop over chunks of samples, not samples
             n = min(per_chunk, n_samples - start)
             rep = [f.repeat_interleave(n, dim=0) for f in feats]  # [B*n,...], image-major
-            _, _, zs = self.prior(rep)
+            eps = [e[:, start:start + n].flatten(0, 1) for e in noise]
+            _, _, zs = self.prior(rep, noise=eps)
             out.append(self.likelihood(zs, tuple(images.shape[-2:]))[0].reshape(b, n, *images.shape[-2:]))
         return torch.cat(out, dim=1)
 
