@@ -195,7 +195,7 @@ class PHiSegModel(nn.Module):
         q_mu, q_sigma, q_z = self.posterior(self.posterior.features(torch.cat([images, mask], 1)))
         p_mu, p_sigma, _ = self.prior(self.prior.features(images), condition=q_z)
         kls = torch.stack([gaussian_kl(qm, qs, pm, ps).flatten(1).sum(1).mean()
-                           for qm, qs, pm, ps in zip(q_mu, q_sigma, p_mu, p_sigma)])
+                           for qm, qs, pm, ps in zip(q_mu, q_sigma, p_mu, p_sigma, strict=True)])
         return self.likelihood(q_z, tuple(images.shape[-2:])), kls
 
     def sample_logits(self, images: torch.Tensor, n_samples: int, chunk: int) -> torch.Tensor:
