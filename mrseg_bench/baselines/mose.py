@@ -28,9 +28,13 @@ ceil(N/K) samples), weight ``pi_k / n_k`` (renormalised over the experts that go
 N < K): ``Prediction.sample_weights [B,N]`` sum to 1. Decoded in chunks of ``sample_chunk``
 (image, sample) pairs (a loop over chunks, never over single samples).
 
-Parameters: with the paper filters, 3 convs per block, 1 input channel, ``count_parameters``
-gives the figure the tests print; the published 37.3M is not reproduced (see
-``docs/more_methods.md``).
+Parameters (1 input channel, 3 convs per block, K = 4, D = 1): 9,313,417 with the published
+filters [32,64,128,192,192,192,192] (checked against a hand formula in the tests), not the
+published "about 37.3M". Doubling every filter gives 37,228,809 (0.2 % from 37.3M; conv
+parameters scale with width squared), so the published count most likely describes a
+double-width network (or counts differently); 4 convs per block give only 12.0M. The preset keeps
+the published filters; ``--set method.mose.filters=64,128,256,384,384,384,384`` matches the
+published size.
 """
 
 from __future__ import annotations
@@ -226,11 +230,6 @@ class MoSE(Method):
         logits = torch.cat([model.decode(features, z[:, i:i + per_chunk])  # loop over chunks
                             for i in range(0, n, per_chunk)], dim=1)
         return Prediction(samples=torch.sigmoid(logits.float()), sample_weights=weights.float())
-
-
-def count_parameters(module: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
 @register_method("mose")
