@@ -24,16 +24,22 @@ Loss (one valid rater y drawn per image per step, posterior samples z ~ q)::
 
 BCE and KL are summed over pixels (and latent channels) and averaged over the batch; the KL
 weights 4^l grow with the level (coarser levels have 4x fewer latent pixels). Inference: N prior
-samples (ancestral, coarse to fine), image features computed once, samples decoded in chunks of
-``sample_chunk`` (image, sample) pairs (a loop over chunks, never over single samples).
+samples (ancestral, coarse to fine), image features computed once, all noise drawn up front,
+samples decoded in chunks of ``sample_chunk`` (image, sample) pairs (a loop over chunks, never
+over single samples; the chunk size does not change the result). Cost: the likelihood net runs
+2n0 -> 4n0 channel convs at full resolution for every sample (~5 GMAC per 128x128 sample with
+n0 = 32), so N = 50 is slow on a CPU.
 
-Target figures: the ``paper`` preset (n0 = 32, 7/5 levels, Adam 1e-3, batch 12, BatchNorm, 50
-samples at test) reproduces the configuration behind PHiSeg's own LIDC numbers (Baumgartner et al.
-2019, Table 1: GED with N = 100 samples, NCC) and the PHiSeg rows other papers quote. Those tables
-use the STANDARD GED convention (empty-vs-empty IoU distance 0) with a split by patient, i.e. our
-default ``convention="standard"`` and default protocol -- not D-Persona's ``dpersona`` convention
-or its slice split. Kohl et al.'s Probabilistic U-Net figures (NeurIPS 2018) use the same
-convention; compare ``phiseg`` with ``probunet`` only within one convention.
+Target figures: the ``paper`` preset (n0 = 32, 7/5 levels, Adam 1e-3, batch 12, BatchNorm,
+checkpoint by validation GED) is the configuration of PHiSeg's own LIDC results (Baumgartner et
+al. 2019, "PHiSeg L = 5" trained on all annotations: GED and NCC) and of the PHiSeg rows other
+papers quote next to Kohl et al.'s Probabilistic U-Net. Both papers use the STANDARD GED
+convention (empty-vs-empty IoU distance 0) and split LIDC by patient, i.e. this benchmark's
+default ``convention="standard"`` and default protocol -- not D-Persona's ``dpersona``
+convention or its slice split, so those published numbers are comparable only with runs in the
+standard convention. The number of test samples is a run setting (``--set run.n_samples=50`` or
+100 as in the respective table).
+
 Deviation: the published posterior sees the mask one-hot (2 channels); here one {0,1} channel
 (the same information).
 """
