@@ -246,7 +246,7 @@ class PHiSegConfig(ScheduledConfig):
     latent_channels: int = 2
     kl_base: float = 4.0
     kl_weight: float = 1.0
-    sample_chunk: int = 64
+    sample_chunk: int = 32  # (image, sample) pairs per pass: ~270 MB per 128-channel 128x128 activation
 
 
 class PHiSeg(Method):
