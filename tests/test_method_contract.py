@@ -33,7 +33,10 @@ INFO = DatasetInfo("contract", CHANNELS, RATERS, ("r0", "r1", "r2"), (SIZE, SIZE
 # applied to every method whose config has the field (as a preset's [method."*"] section does)
 TINY = {"encoder_name": "tu-resnet10t", "decoder_channels": (16, 16, 8, 8, 8), "prior_filters": (4, 8),
         "bank_train": 4, "bank_test": 4, "bound_samples": 2, "kohl_filters": (4, 8), "train_draws": 2,
-        "predict_draws": 2, "pixel_head_channels": 4, "head_channels": (4, 4), "epochs": 1}
+        "predict_draws": 2, "pixel_head_channels": 4, "head_channels": (4, 4), "epochs": 1,
+        # phiseg / mose / tab at 32x32 (2x2 at the bottom of every U-Net, as the smoke preset)
+        "n0": 4, "levels": 5, "latent_levels": 3, "filters": (4, 8, 8, 8, 8), "samples_per_expert": 2,
+        "hidden": 16, "heads": 2, "ffn": 16, "embed_dim": 8, "train_samples": 2}
 
 
 @dataclass

@@ -1,0 +1,54 @@
+"""Config fields for a method's learning-rate schedule, turned into a ``Stage``.
+
+``Stage.schedule`` / ``Stage.schedule_options`` (method.py) carry the schedule to the engine:
+``"cosine"`` (default, per epoch), ``"poly"`` (``lr * (1 - epoch/epochs) ** power``), ``"plateau"``
+(ReduceLROnPlateau on the stage's validation monitor: ``factor``, ``patience``, ``min_lr``) and
+``"constant"``. Presets set the flat fields below (``schedule = "plateau"``, ``plateau_patience =
+10`` ...), which ``scheduled_stage`` maps onto the Stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ..method import MethodConfig, Stage
+
+SCHEDULES = ("cosine", "poly", "plateau", "constant")
+
+
+@dataclass
+class ScheduledConfig(MethodConfig):
+    """MethodConfig + Adam weight decay, the validation monitor and a schedule."""
+
+    weight_decay: float = 0.0
+    monitor: str = "loss"
+    monitor_mode: Literal["min", "max"] = "min"
+    schedule: Literal["cosine", "poly", "plateau", "constant"] = "cosine"
+    poly_power: float = 0.9
+    plateau_factor: float = 0.5
+    plateau_patience: int = 10
+    min_lr: float = 0.0
+
+
+def check_schedule(cfg: ScheduledConfig, where: str) -> None:
+    """ValueError naming ``where`` for an unknown schedule or out-of-range option."""
+    if cfg.schedule not in SCHEDULES:
+        raise ValueError(f"{where}: schedule must be one of {', '.join(SCHEDULES)}, got {cfg.schedule!r}")
+    if cfg.lr <= 0 or cfg.weight_decay < 0 or cfg.min_lr < 0:
+        raise ValueError(f"{where}: need lr > 0, weight_decay >= 0, min_lr >= 0; got "
+                         f"{cfg.lr}, {cfg.weight_decay}, {cfg.min_lr}")
+    if cfg.poly_power <= 0 or not 0 < cfg.plateau_factor < 1 or cfg.plateau_patience < 0:
+        raise ValueError(f"{where}: need poly_power > 0, 0 < plateau_factor < 1, plateau_patience >= 0; "
+                         f"got {cfg.poly_power}, {cfg.plateau_factor}, {cfg.plateau_patience}")
+
+
+def scheduled_stage(cfg: ScheduledConfig, name: str = "train") -> Stage:
+    """One Stage over all parameters with the config's lr, weight decay, monitor and schedule."""
+    options: dict[str, float] = {}
+    if cfg.schedule == "poly":
+        options = {"power": cfg.poly_power}
+    elif cfg.schedule == "plateau":
+        options = {"factor": cfg.plateau_factor, "patience": cfg.plateau_patience, "min_lr": cfg.min_lr}
+    return Stage(name, epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, monitor=cfg.monitor,
+                 mode=cfg.monitor_mode, schedule=cfg.schedule, schedule_options=options)
