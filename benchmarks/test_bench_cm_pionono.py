@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from bench_utils import random_batch, record
+from bench_utils import bench_train_step, random_batch, record
 
-from mrseg_bench.engine.optim import build_optimizer
 from mrseg_bench.method import create_method
 from mrseg_bench.types import DatasetInfo
 
@@ -35,17 +34,7 @@ def test_training_step_batch12(benchmark, name):
     method, model = make(name)
     stage = method.stages()[-1]
     method.begin_stage(model, stage)
-    method.train_mode(model, stage)
-    opt = build_optimizer(method, model, stage)
-    data = random_batch(BATCH, RATERS, SIZE)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        method.training_step(model, data, stage)["loss"].backward()
-        opt.step()
-
-    benchmark.pedantic(step, rounds=2, iterations=1, warmup_rounds=1)
-    record(benchmark, BATCH)
+    bench_train_step(benchmark, method, model, stage, random_batch(BATCH, RATERS, SIZE), BATCH)
 
 
 @pytest.mark.parametrize("name", NAMES)
