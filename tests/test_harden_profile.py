@@ -115,8 +115,8 @@ def test_peak_memory_does_not_depend_on_grid_order():
 
 def test_throughput_does_not_depend_on_grid_order():
     """Grids A,B and B,A, interleaved in time (3 rounds, so load drifts on a shared machine hit
-    both orders): each method's median throughput agrees across the orders within 2.5x."""
-    import statistics
+    both orders): each method's best throughput (other processes only slow a run down, so the
+    best of 3 is the stable estimate) agrees across the orders within 2.5x."""
 
     a, b = Toy(ToyConfig(width=48)), ToyFlat(ToyConfig(width=32))
     got: dict[tuple[str, str], list[dict]] = {}
@@ -126,6 +126,6 @@ def test_throughput_does_not_depend_on_grid_order():
                 got.setdefault((order, m), []).append(_profile(a if m == "A" else b, "off"))
     for m in "AB":
         for key in ("train_images_per_s", "infer_images_per_s"):
-            x = statistics.median(r[key] for r in got[("AB", m)])
-            y = statistics.median(r[key] for r in got[("BA", m)])
+            x = max(r[key] for r in got[("AB", m)])
+            y = max(r[key] for r in got[("BA", m)])
             assert 1 / 2.5 < x / y < 2.5, (m, key, x, y)

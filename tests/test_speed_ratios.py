@@ -25,9 +25,12 @@ def sr():
     sys.modules.pop("speed_ratios", None)
 
 
-def _suite_ratio(sr) -> dict[str, float]:
+def _suite_ratio(sr, best_of: int = 3) -> dict[str, float]:
+    """The ratio, best (lowest) of ``best_of`` measurements: other processes only ever slow an
+    op down, so the minimum is the stable estimate on a shared machine."""
     suite, cases = sr.metric_suite_op(cases=2, size=16, n=3)
-    return {"metric_suite_per_case/matmul": sr.time_ratio(suite, sr.matmul_op(64), rounds=3, ref_inner=20) / cases}
+    ratio = min(sr.time_ratio(suite, sr.matmul_op(64), rounds=3, ref_inner=20) for _ in range(best_of))
+    return {"metric_suite_per_case/matmul": ratio / cases}
 
 
 def test_injected_slowdown_fails_the_comparison(sr, monkeypatch):
