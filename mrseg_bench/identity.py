@@ -9,9 +9,11 @@
   (``MultiRaterDataset.fingerprint_params()``).
 - ``code_identity()``: ``{"package_version", "git_commit", "git_dirty", "source_sha256"}``. In a
   git checkout ``git_commit`` is HEAD and ``git_dirty`` says whether the package folder has
-  uncommitted changes; ``source_sha256`` (the sha256 of every ``.py``/``.toml`` file of the
-  package, by relative name and content) is set when the tree is dirty or not in git at all, so
-  two different uncommitted edits never share an identity.
+  uncommitted changes (both stored with the run); ``source_sha256`` is the sha256 of every
+  ``.py``/``.toml`` file of the package, by relative name and content. The config hash takes
+  ``hashed_code``: the version and the source hash, so two different uncommitted edits never
+  share an identity, and a git checkout and an installed copy of the same code (a wheel, a tox
+  env) agree.
 - ``experiment_slug(name)``: a file-system-safe form of an experiment name, for run folders and
   report file names: a plain name (letters, digits, ``.``, ``_``, ``-``; not starting with ``.``)
   is kept; a user preset's path (a name ending in ``.toml``, e.g. ``presets/ci.toml`` or
@@ -205,6 +207,16 @@ def source_sha256(root: Path = PACKAGE_DIR) -> str:
 _CODE: dict[str, Any] | None = None
 
 
+HASHED_CODE_KEYS = ("package_version", "source_sha256")
+
+
+def hashed_code(code: dict[str, Any]) -> dict[str, Any]:
+    """The part of a code identity that enters the config hash: the package version and the
+    source hash (the git commit and dirty flag are stored with the run, not hashed: an install
+    of a commit has no git, and the source hash already changes with every edit)."""
+    return {k: code.get(k) for k in HASHED_CODE_KEYS}
+
+
 def code_identity(refresh: bool = False) -> dict[str, Any]:
     """The identity of the code that runs (see module docstring); computed once per process."""
     global _CODE
@@ -218,9 +230,9 @@ def code_identity(refresh: bool = False) -> dict[str, Any]:
         if commit:
             status = _git("status", "--porcelain", "--untracked-files=normal", "--", ".")
             dirty = bool(status and status.strip())
+        # the source hash always: it is what the run identity hashes (``hashed_code``), so a git
+        # checkout and an installed copy of the same code (a wheel, a tox env) agree
         ident: dict[str, Any] = {"package_version": __version__, "git_commit": commit, "git_dirty": dirty,
-                                 "source_sha256": None}
-        if commit is None or dirty:
-            ident["source_sha256"] = source_sha256()
+                                 "source_sha256": source_sha256()}
         _CODE = ident
     return dict(_CODE)

@@ -314,7 +314,7 @@ def plan_grid(methods: str, datasets: str = "synthetic", seeds: Sequence[int] = 
                     "method": m, "method_config": objs[m].cfg, "dataset": d, "dataset_options": canon_opts[d],
                     "data_fingerprint": fingerprints[d], "run": run_part, "device_type": dev.type,
                     "precision": prec, "seed": int(seed), "preset": preset_obj.name, "experiment": experiment_name,
-                    "protocol": run_cfg.protocol, "convention": run_cfg.convention, "code": code,
+                    "protocol": run_cfg.protocol, "convention": run_cfg.convention, "code": identity.hashed_code(code),
                 })
                 spec = RunSpec(m, d, int(seed), preset_obj.name, objs[m], ds_opts[d], run_cfg, dev, prec,
                                config=config, config_hash=config_hash(config), experiment=experiment_name,

@@ -68,7 +68,11 @@ def spec_from_json(data: Any) -> RunSpec:
     config = data["config"]
     if config_hash(config) != data["config_hash"]:
         raise UsageError("spec: config_hash does not match its config (edited by hand?)")
-    identity_parts = {k: data[k] for k in ("experiment", "data_fingerprint", "code") if k in data}
+    identity_parts = {k: data[k] for k in ("experiment", "data_fingerprint") if k in data}
+    if isinstance(data.get("code"), dict) and "code" in config:  # the hashed part of the stored identity
+        from .identity import hashed_code
+
+        identity_parts["code"] = hashed_code(data["code"])
     for key, part in (("method", data["method"]), ("dataset", data["dataset"]), ("seed", data["seed"]),
                       ("method_config", data["method_config"]), *identity_parts.items()):
         if key in config and config[key] != part:
@@ -97,7 +101,8 @@ def spec_from_json(data: Any) -> RunSpec:
                    experiment=str(config.get("experiment") or data["preset"]),
                    overrides=dict(data.get("overrides") or {}),
                    data_fingerprint=str(config.get("data_fingerprint") or ""),
-                   code=dict(config.get("code") or {}), reuse_hash=str(data.get("reuse_hash") or ""))
+                   code=dict(data.get("code") or config.get("code") or {}),
+                   reuse_hash=str(data.get("reuse_hash") or ""))
     if "run_dir" in data and data["run_dir"] != spec.run_dir(Path()).as_posix():
         raise UsageError(f"spec: run_dir {data['run_dir']!r} does not match its method, dataset, seed and hash")
     return spec

@@ -151,7 +151,8 @@ def test_experiment_labels_the_grid_and_its_folders(toy_lidc, tmp_path):
     for key in ("method_config", "dataset_options", "data_fingerprint", "run", "device_type", "precision",
                 "protocol", "convention", "code", "experiment", "preset", "seed"):
         assert key in default.config, key
-    assert default.config["code"] == identity.code_identity()
+    assert default.config["code"] == identity.hashed_code(identity.code_identity())  # version + source hash
+    assert default.code == identity.code_identity()  # the whole identity is stored with the run
     conv = plan_grid("toy", "lidc", [0], preset, ["run.convention=dpersona"], data_root=data).specs[0]
     assert conv.config_hash != default.config_hash and conv.overrides == {"run.convention": "dpersona"}
 
@@ -192,7 +193,7 @@ def test_rerun_on_modified_data_copy_is_not_skipped(toy_lidc, tmp_path):
         code = json.loads(runs.loc[second[0].run_id, "code_json"])
         assert code == identity.code_identity()
         cfg = json.loads(runs.loc[second[0].run_id, "config_json"])
-        assert cfg["data_fingerprint"] == plan.specs[0].data_fingerprint and cfg["code"] == code
+        assert cfg["data_fingerprint"] == plan.specs[0].data_fingerprint and cfg["code"] == identity.hashed_code(code)
 
 
 @pytest.mark.slow
