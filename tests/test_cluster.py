@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 GRID = ["--methods", "dpersona,probunet,fusion.soft", "--preset", "smoke", "--seeds", "0,1"]
 
 
-def _cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+def _cli(*args: str, timeout: int = 1500) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
            "OMP_NUM_THREADS": "1", "RAY_DEDUP_LOGS": "0"}
     return subprocess.run([sys.executable, "-m", "mrseg_bench.cli", *args], cwd=REPO, env=env, text=True,

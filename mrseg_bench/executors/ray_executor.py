@@ -10,6 +10,7 @@ resumes it from its ``last`` checkpoint. Ctrl-C cancels the tasks still pending 
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from .base import TaskOutcome, call_worker, failed, outcome_from
@@ -34,6 +35,10 @@ def task_resources(ray, options) -> dict[str, float]:
 def run_ray(specs: list[dict[str, Any]], out: str, options, progress) -> list[TaskOutcome]:
     ray = _import_ray()
     started_here = not ray.is_initialized()
+    if started_here and options.ray_address is None:
+        # a local cluster: Ray runs its workers at niceness 15 by default, which starves training
+        # runs next to any other work on the machine; give them the normal priority
+        os.environ.setdefault("RAY_worker_niceness", "0")
     if started_here:
         init: dict[str, Any] = {"address": options.ray_address, "include_dashboard": False,
                                 "log_to_driver": False, "configure_logging": False}
