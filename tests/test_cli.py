@@ -277,8 +277,8 @@ def test_plugin_sigkill_resume_and_two_processes_sharing_a_store(tmp_path):
         assert b.profile().groupby("run_id").size().tolist() == [16, 16]  # incl. the run's own train rate
     import torch
 
-    wa = torch.load(next((tmp_path / "a").rglob("stage2_best.pt")), weights_only=False)["model"]
-    wb = torch.load(next((tmp_path / "b").rglob("toy-*_seed0_*/checkpoints/stage2_best.pt")), weights_only=False)["model"]
+    wa = torch.load(next((tmp_path / "a").rglob("stage2_best.pt")), weights_only=True)["model"]
+    wb = torch.load(next((tmp_path / "b").rglob("toy-*_seed0_*/checkpoints/stage2_best.pt")), weights_only=True)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 

@@ -44,13 +44,13 @@ def test_train_writes_checkpoints_and_log(tmp_path):
     assert [(r["stage"], r["epoch"]) for r in log] == [("stage1", 0), ("stage1", 1), ("stage2", 0), ("stage2", 1)]
     assert all("val_loss" in r and r["steps"] == 3 for r in log)  # 12 train cases / batch 4
     # the model ends on stage2's best; best is the min validation loss of that stage
-    best = torch.load(checkpoint_path(tmp_path, "stage2", "best"), weights_only=False)
+    best = torch.load(checkpoint_path(tmp_path, "stage2", "best"), weights_only=True)
     s2 = [r["val_loss"] for r in log if r["stage"] == "stage2"]
     assert best["score"] == min(s2) and res.best["stage2"]["score"] == min(s2)
     for k, v in best["model"].items():
         assert torch.equal(v, model.state_dict()[k])
     # stage 2 trained only the heads: the trunk equals stage 1's best
-    s1 = torch.load(checkpoint_path(tmp_path, "stage1", "best"), weights_only=False)["model"]
+    s1 = torch.load(checkpoint_path(tmp_path, "stage1", "best"), weights_only=True)["model"]
     assert torch.equal(s1["trunk.0.weight"], model.state_dict()["trunk.0.weight"])
     assert not torch.equal(s1["heads.weight"], model.state_dict()["heads.weight"])
 
@@ -67,7 +67,7 @@ def test_resume_after_crash_equals_straight_run(tmp_path, every, crashes):
     train(method, model, ds, SPLIT, cfg, tmp_path / "straight", seed=5, device=CPU)
     straight = _state(model)
     straight_log = (tmp_path / "straight" / "train_log.jsonl").read_text().splitlines()
-    final = torch.load(checkpoint_path(tmp_path / "straight", "stage1", "last"), weights_only=False)
+    final = torch.load(checkpoint_path(tmp_path / "straight", "stage1", "last"), weights_only=True)
     assert final["epoch"] == 3 and "optimizer" not in final  # a finished stage drops the optimiser
 
     for crash_at in crashes:
@@ -82,7 +82,7 @@ def test_resume_after_crash_equals_straight_run(tmp_path, every, crashes):
         with pytest.raises(KeyboardInterrupt):
             train(method, model, ds, SPLIT, cfg, run, seed=5, device=CPU, on_step=boom)
         last = checkpoint_path(run, crash_at[0], "last")
-        saved = torch.load(last, weights_only=False)["epoch"] if last.exists() else 0
+        saved = torch.load(last, weights_only=True)["epoch"] if last.exists() else 0
         assert saved == (crash_at[1] // every) * every  # the last resumable point before the crash
         # a new process: the model built after seeding (as the runner does), another global RNG
         method, model, ds = _fresh(tc, seed=0)
@@ -144,7 +144,7 @@ def test_monitor_metric_picks_best_on_validation(tmp_path):
     train(method, model, ds, SPLIT, CFG, tmp_path, seed=0, device=CPU)
     log = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     scores = [r["val_dice_max"] for r in log if r["stage"] == "stage1"]
-    best = torch.load(checkpoint_path(tmp_path, "stage1", "best"), weights_only=False)
+    best = torch.load(checkpoint_path(tmp_path, "stage1", "best"), weights_only=True)
     assert best["score"] == max(scores) and best["epoch"] == scores.index(max(scores)) + 1
 
 

@@ -36,9 +36,9 @@ from __future__ import annotations
 
 import copy
 import gc
-import io
 import math
 import os
+import pickle
 import sys
 import time
 import warnings
@@ -247,8 +247,10 @@ def _child_main() -> None:
 
     try:
         torch.set_num_threads(max(int(sys.argv[1]), 1))
-        # stdin carries what our parent serialised a moment ago (torch.save), nothing from disk
-        payload = torch.load(io.BytesIO(sys.stdin.buffer.read()), map_location="cpu", weights_only=False)
+        # inter-process communication, as multiprocessing does it: stdin is a pipe from our own
+        # parent carrying the objects it pickled a moment ago (method, model, batch); nothing is
+        # read from disk (checkpoints, which are files, load with weights_only=True)
+        payload = pickle.loads(sys.stdin.buffer.read())
         out = _phase_peaks(payload)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which shows NaN
         out = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
@@ -267,17 +269,16 @@ def cpu_phase_peaks(method: Method, model: nn.Module, batch: MultiRaterBatch, n_
 
     nan = {"baseline": NAN, "predict": NAN, "train": NAN}
     try:
-        buf = io.BytesIO()
-        torch.save({"method": method, "model": model, "batch": batch.to("cpu"), "n_samples": int(n_samples),
-                    "precision": precision, "warmup": int(warmup), "steps": int(steps), "train": bool(train),
-                    "compile": bool(compile)}, buf)
+        data = pickle.dumps({"method": method, "model": model, "batch": batch.to("cpu"), "n_samples": int(n_samples),
+                             "precision": precision, "warmup": int(warmup), "steps": int(steps),
+                             "train": bool(train), "compile": bool(compile)}, protocol=pickle.HIGHEST_PROTOCOL)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         proc = subprocess.run(
             [sys.executable, "-c", "from mrseg_bench.engine.profile import _child_main; _child_main()",
              str(torch.get_num_threads())],
-            input=buf.getvalue(), capture_output=True, timeout=timeout, env=env)
-        del buf
+            input=data, capture_output=True, timeout=timeout, env=env)
+        del data
         lines = [x for x in proc.stdout.decode("utf-8", "replace").splitlines() if x.startswith(RESULT_MARK)]
         if lines:
             msg = json.loads(lines[-1][len(RESULT_MARK):])
