@@ -17,15 +17,11 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import os
+import tomllib  # Python >= 3.11 (requires-python)
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
 
 _SECTIONS = {"description", "run", "dataset", "method"}
 
