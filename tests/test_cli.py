@@ -21,30 +21,15 @@ from mrseg_bench.cli import app
 from mrseg_bench.store import ResultsStore
 
 TESTS = Path(__file__).resolve().parent
-PRESET = """
-description = "toy preset"
-[run]
-batch_size = 4
-n_samples = 3
-val_n_samples = 2
-profile_steps = 1
-latency_repeats = 2
-device = "cpu"
-checkpoint_interval_s = 0
-[dataset.toyset]
-num_cases = 16
-[method."toy*"]
-epochs = 2
-stage2_epochs = 1
-"""
+PRESET = toys.preset_toml(num_cases=16, epochs=2, n_samples=3, profile_steps=1, latency_repeats=2,
+                          checkpoint_interval_s=0)
 
 
 @pytest.fixture
 def toy_env(tmp_path):
-    toys.register()
     (tmp_path / "toy.toml").write_text(PRESET)
-    yield tmp_path
-    toys.unregister()
+    with toys.registered():
+        yield tmp_path
 
 
 def _files(root: Path) -> list[Path]:

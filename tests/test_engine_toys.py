@@ -2,7 +2,8 @@
 the entry-point group, as a third-party plugin), plus tests of the engine's device helpers.
 
 ``register()`` adds dataset ``toyset`` and methods ``toy`` (diverse + personalised, two stages)
-and ``toy.flat`` (consensus, one stage); ``unregister()`` removes them.
+and ``toy.flat`` (consensus, one stage); ``unregister()`` removes them (``registered()`` does both
+around a block). ``preset_toml(...)`` is the text of a tiny preset for them.
 Env hooks for tests: ``MRSEG_TOY_HANG_AFTER=n`` + ``MRSEG_TOY_MARKER=path``: the n-th training
 step writes the marker and sleeps (to be killed); ``MRSEG_TOY_FAIL=1``: every step raises;
 ``MRSEG_TOY_SIGNAL_AFTER=n``: the n-th training step sends SIGTERM to its own process.
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -165,6 +168,43 @@ def unregister() -> None:
     DATASETS.remove("toyset")
     METHODS.remove("toy")
     METHODS.remove("toy.flat")
+
+
+@contextmanager
+def registered() -> Iterator[None]:
+    """The toys are registered inside the block, and removed after it (also on error)."""
+    register()
+    try:
+        yield
+    finally:
+        unregister()
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    raise TypeError(f"no TOML form for {value!r} in a toy preset")
+
+
+def preset_toml(dataset: str = "toyset", *, description: str | None = "toy preset", epochs: int = 1,
+                num_cases: int | None = None, image_size: int | None = None, **run: object) -> str:
+    """TOML of a tiny preset for the toy methods: ``[run]`` batch 4, ``n_samples`` 2,
+    ``val_n_samples`` 2 on the CPU (``run`` keywords add or override keys); ``[dataset.<dataset>]``
+    with ``num_cases`` / ``image_size`` when given; ``epochs`` for stage 1 (stage 2: 1 epoch);
+    ``description=None`` leaves the description out."""
+    run_keys = {"batch_size": 4, "n_samples": 2, "val_n_samples": 2, **run, "device": "cpu"}
+    data = {k: v for k, v in (("num_cases", num_cases), ("image_size", image_size)) if v is not None}
+    lines = [] if description is None else [f"description = {_toml(description)}"]
+    lines.append("[run]")
+    lines += [f"{k} = {_toml(v)}" for k, v in run_keys.items()]
+    if data:
+        lines += [f"[dataset.{dataset}]", *(f"{k} = {_toml(v)}" for k, v in data.items())]
+    lines += ['[method."toy*"]', f"epochs = {epochs}", "stage2_epochs = 1"]
+    return "\n".join(lines) + "\n"
 
 
 # -- tests of the engine's device helpers -----------------------------------------------------

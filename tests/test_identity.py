@@ -18,20 +18,7 @@ from mrseg_bench.registry import DATASETS
 from mrseg_bench.runner import UsageError, plan_grid, run_grid
 from mrseg_bench.store import ResultsStore
 
-PRESET = """
-description = "toy preset on lidc"
-[run]
-batch_size = 4
-n_samples = 2
-val_n_samples = 2
-profile = false
-device = "cpu"
-[dataset.lidc]
-image_size = 16
-[method."toy*"]
-epochs = 1
-stage2_epochs = 1
-"""
+PRESET = toys.preset_toml("lidc", description="toy preset on lidc", image_size=16, profile=False)
 
 
 @pytest.fixture(autouse=True)
@@ -42,14 +29,13 @@ def private_cache(tmp_path, monkeypatch):
 
 @pytest.fixture
 def toy_lidc(tmp_path):
-    toys.register()
     preset = tmp_path / "toy.toml"
     preset.write_text(PRESET)
     data = tmp_path / "lidc"
     data.mkdir()
     _write(data / "data_lidc.pickle", _cases(n=16))
-    yield str(preset), data
-    toys.unregister()
+    with toys.registered():
+        yield str(preset), data
 
 
 def _qubiq(root: Path, rows: int = 3) -> Path:

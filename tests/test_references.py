@@ -140,21 +140,8 @@ def test_per_rater_figure_draws_one_line_per_reference(tmp_path, monkeypatch):
     assert sorted(lab for _, lab in drawn if lab) == ["oracle (reference)", "shared mask (reference)"]
 
 
-PRESET = """
-description = "toy preset on synthetic"
-[run]
-batch_size = 4
-n_samples = 2
-val_n_samples = 2
-profile = false
-device = "cpu"
-[dataset.synthetic]
-num_cases = 12
-image_size = 32
-[method."toy*"]
-epochs = 1
-stage2_epochs = 1
-"""
+PRESET = toys.preset_toml("synthetic", description="toy preset on synthetic", num_cases=12, image_size=32,
+                          profile=False)
 
 
 def test_runner_stores_the_oracle_of_the_runs_test_cases(tmp_path):

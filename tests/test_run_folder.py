@@ -22,31 +22,16 @@ from mrseg_bench.runner import UsageError, plan_grid, run_grid
 from mrseg_bench.spec import execute_spec, spec_from_json, spec_to_json
 from mrseg_bench.store import ResultsStore
 
-PRESET = """
-description = "toy preset"
-[run]
-batch_size = 4
-n_samples = 3
-val_n_samples = 2
-profile_steps = 1
-latency_repeats = 2
-qualitative_cases = 0
-device = "cpu"
-[dataset.toyset]
-num_cases = 16
-[method."toy*"]
-epochs = 2
-stage2_epochs = 1
-"""
+PRESET = toys.preset_toml(num_cases=16, epochs=2, n_samples=3, profile_steps=1, latency_repeats=2,
+                          qualitative_cases=0)
 
 
 @pytest.fixture
 def toy_preset(tmp_path):
-    toys.register()
     p = tmp_path / "toy.toml"
     p.write_text(PRESET)
-    yield str(p)
-    toys.unregister()
+    with toys.registered():
+        yield str(p)
 
 
 def _tables(store_path):

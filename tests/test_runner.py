@@ -12,30 +12,15 @@ from mrseg_bench.identity import experiment_slug
 from mrseg_bench.runner import UsageError, config_hash, plan_grid, run_grid, summarize
 from mrseg_bench.store import ResultsStore
 
-PRESET = """
-description = "toy preset"
-[run]
-batch_size = 4
-n_samples = 3
-val_n_samples = 2
-profile_steps = 1
-latency_repeats = 2
-device = "cpu"
-[dataset.toyset]
-num_cases = 20
-[method."toy*"]
-epochs = 1
-stage2_epochs = 1
-"""
+PRESET = toys.preset_toml(num_cases=20, n_samples=3, profile_steps=1, latency_repeats=2)
 
 
 @pytest.fixture
 def toy_preset(tmp_path):
-    toys.register()
     p = tmp_path / "toy.toml"
     p.write_text(PRESET)
-    yield str(p)
-    toys.unregister()
+    with toys.registered():
+        yield str(p)
 
 
 def test_plan_applies_preset_and_sets(toy_preset):

@@ -118,27 +118,14 @@ def test_concurrent_creation_never_sees_a_half_made_store(tmp_path):
 
 
 # -- CLI ------------------------------------------------------------------------------------------
-PRESET = """
-[run]
-batch_size = 4
-n_samples = 2
-val_n_samples = 2
-profile = false
-device = "cpu"
-[dataset.toyset]
-num_cases = 12
-[method."toy*"]
-epochs = 1
-stage2_epochs = 1
-"""
+PRESET = toys.preset_toml(description=None, num_cases=12, profile=False)
 
 
 @pytest.fixture
 def toy_env(tmp_path):
-    toys.register()
     (tmp_path / "toy.toml").write_text(PRESET)
-    yield tmp_path
-    toys.unregister()
+    with toys.registered():
+        yield tmp_path
 
 
 def _one_line_exit_2(res, *needles):
