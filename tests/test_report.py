@@ -67,7 +67,7 @@ def _tex_rows(text: str) -> tuple[list[str], list[list[str]]]:
 def test_report_writes_every_file(report):
     d, _, paths = report
     names = {p.name for p in paths}
-    for kind in ("diversity", "personalization", "cost"):
+    for kind in ("diversity", "personalization", "cost", "cost_detail"):
         for ext in ("tex", "md", "csv"):
             assert f"synthetic_smoke_{kind}.{ext}" in names
     for fig in ("throughput", "per_rater", "qualitative"):
@@ -128,6 +128,17 @@ def test_bold_is_the_numerically_best_cell(report):
     h, rws = _tex_rows((d / "out" / "synthetic_smoke_cost.tex").read_text())
     j = h.index("Params (M) $\\downarrow$")
     assert [r[0] for r in rws if "\\textbf" in r[j]] == [cost["params_mean"].idxmin()]
+    # the cost table keeps the summary; per-phase and per-stage figures have their own table, and
+    # every column there has a label (no raw profile keys, which made a 20-column unreadable table)
+    assert not any(k in cost.columns for k in ("wall_s_stage1_mean", "peak_memory_train_mb_mean"))
+    hd, drows = _tex_rows((d / "out" / "synthetic_smoke_cost_detail.tex").read_text())
+    assert hd[1:] == ["Peak mem predict (MB) $\\downarrow$", "Peak mem train (MB) $\\downarrow$",
+                      "Train img/s stage1 (profiled) $\\uparrow$", "Train img/s stage2 (profiled) $\\uparrow$",
+                      "Train img/s train (profiled) $\\uparrow$", "Wall stage1 (s) $\\downarrow$",
+                      "Wall stage2 (s) $\\downarrow$", "Wall train (s) $\\downarrow$"]
+    assert [r[0] for r in drows] == [r[0] for r in rws]
+    probunet = drows[[r[0] for r in drows].index("probunet")]
+    assert probunet[hd.index("Wall stage1 (s) $\\downarrow$")] == "---"  # not a stage of probunet
 
 
 def test_rows_without_the_tables_outputs_are_left_out_and_named(report):

@@ -249,3 +249,23 @@ def test_run_config_metric_options_reach_the_suite():
     with pytest.raises(ValueError, match="ncc_maps"):
         RunConfig(ncc_maps="nope")
     assert torch.is_tensor(torch.zeros(1))
+
+
+def test_every_profile_key_the_runs_write_has_a_label_and_a_table():
+    """Every profile name ``engine.profile`` and ``worker`` write is a labelled column, in the cost
+    table (the summary) or in cost_detail (per phase and per stage); none shows as its raw key."""
+    from mrseg_bench.reports.columns import COST_SUMMARY_KEYS, higher_is_better, label
+
+    summary = {"params": "Params (M)", "flops_per_image": "GFLOPs/img", "train_images_per_s": "Train img/s",
+               "infer_images_per_s": "Infer img/s", "latency_p50_ms": "Latency p50 (ms)",
+               "latency_p95_ms": "Latency p95 (ms)", "peak_memory_mb": "Peak mem (MB)", "eval_wall_s": "Eval (s)"}
+    detail = {"peak_memory_predict_mb": ("Peak mem predict (MB)", False),
+              "peak_memory_train_mb": ("Peak mem train (MB)", False),
+              "peak_memory_baseline_mb": ("Mem baseline (MB)", None),
+              "train_images_per_s_run": ("Run train img/s", True),
+              "train_images_per_s_warmup": ("Train img/s warmup (profiled)", True),
+              "wall_s_stage2": ("Wall stage2 (s)", False)}
+    assert {k: label(k) for k in summary} == summary
+    assert {k: (label(k), higher_is_better(k)) for k in detail} == detail
+    assert set(summary) | {"device"} == COST_SUMMARY_KEYS
+    assert not COST_SUMMARY_KEYS & set(detail)

@@ -33,8 +33,31 @@ PROFILE_COLUMNS: tuple[ProfileColumn, ...] = (
     ProfileColumn("latency_p95_ms", "Latency p95 (ms)", False, ".1f"),
     ProfileColumn("peak_memory_mb", "Peak mem (MB)", False, ".0f"),
     ProfileColumn("eval_wall_s", "Eval (s)", False, ".1f"),
+    # the per-phase and per-run figures behind the summary: the "cost_detail" table
+    ProfileColumn("peak_memory_predict_mb", "Peak mem predict (MB)", False, ".0f"),
+    ProfileColumn("peak_memory_train_mb", "Peak mem train (MB)", False, ".0f"),
+    ProfileColumn("peak_memory_baseline_mb", "Mem baseline (MB)", None, ".0f"),
+    ProfileColumn("train_images_per_s_run", "Run train img/s", True, ".1f"),
 )
 _PROFILE = {c.key: c for c in PROFILE_COLUMNS}
+# the cost table's columns; every other profile key (per phase, per stage) goes to cost_detail
+COST_SUMMARY_KEYS = frozenset({"params", "flops_per_image", "train_images_per_s", "infer_images_per_s",
+                               "latency_p50_ms", "latency_p95_ms", "peak_memory_mb", "eval_wall_s", "device"})
+_STAGE_PREFIXES = {"train_images_per_s_": ("Train img/s {} (profiled)", True, ".1f"),
+                   "wall_s_": ("Wall {} (s)", False, ".0f")}
+
+
+def _stage_column(key: str) -> ProfileColumn | None:
+    """``train_images_per_s_<stage>`` / ``wall_s_<stage>`` (keys the profile makes per stage)."""
+    for prefix, (text, better, fmt) in _STAGE_PREFIXES.items():
+        if key.startswith(prefix) and key not in _PROFILE:
+            return ProfileColumn(key, text.format(key[len(prefix):]), better, fmt)
+    return None
+
+
+def profile_column(key: str) -> ProfileColumn | None:
+    """The description of profile key ``key`` (None when unknown)."""
+    return _PROFILE.get(key) or _stage_column(key)
 
 
 def base_metric(key: str) -> str:
@@ -67,9 +90,7 @@ def higher_is_better(key: str) -> bool | None:
     spec = metric_spec(name)
     if spec is not None:
         return None if spec.descriptive else bool(spec.higher_is_better)
-    if name.startswith("wall_s_"):
-        return False
-    col = _PROFILE.get(name)
+    col = profile_column(name)
     return None if col is None else col.higher_is_better
 
 
@@ -85,11 +106,9 @@ def label(key: str) -> str:
     if spec is not None:
         r = rater_index(key)
         return spec.column_label if r is None else f"{spec.column_label}{r + 1}"
-    col = _PROFILE.get(key)
+    col = profile_column(key)
     if key == "device":
         return "Device"
-    if col is None and key.startswith("wall_s_"):
-        return f"Wall {key[len('wall_s_'):]} (s)"
     return key if col is None else col.label
 
 
@@ -150,6 +169,6 @@ def profile_keys(present: set[str]) -> list[str]:
 def cost_column(key: str) -> Column:
     if key == "device":
         return Column("device", label("device"), None, text=True)
-    col = _PROFILE.get(key)
+    col = profile_column(key)
     fmt, scale = (col.fmt, col.scale) if col else (".3g", 1.0)
     return Column(key, label(key), higher_is_better(key), fmt=fmt, scale=scale)

@@ -21,9 +21,14 @@ DEMO_BASE: dict[str, dict[str, float]] = {
 DEMO_CAPS = {"dpersona": "diverse,personalized", "probunet": "diverse", "fusion.soft": "consensus"}
 DEMO_PROFILE = {
     "dpersona": {"params": 28.455e6, "flops_per_image": 3.2e9, "train_images_per_s": 20.0,
-                 "infer_images_per_s": 50.0, "latency_p50_ms": 20.0, "peak_memory_mb": 900.0},
+                 "infer_images_per_s": 50.0, "latency_p50_ms": 20.0, "peak_memory_mb": 900.0,
+                 "peak_memory_train_mb": 900.0, "peak_memory_predict_mb": 650.0,
+                 "train_images_per_s_stage1": 15.0, "train_images_per_s_stage2": 40.0,
+                 "wall_s_stage1": 120.0, "wall_s_stage2": 45.0},
     "probunet": {"params": 20.0e6, "flops_per_image": 2.1e9, "train_images_per_s": 30.0,
-                 "infer_images_per_s": 80.0, "latency_p50_ms": 12.5, "peak_memory_mb": 700.0},
+                 "infer_images_per_s": 80.0, "latency_p50_ms": 12.5, "peak_memory_mb": 700.0,
+                 "peak_memory_train_mb": 700.0, "peak_memory_predict_mb": 500.0,
+                 "train_images_per_s_train": 30.0, "wall_s_train": 90.0},
     "fusion.soft": {"params": 24.4e6, "flops_per_image": 1.0e9, "train_images_per_s": 45.0,
                     "infer_images_per_s": 200.0, "latency_p50_ms": 5.0, "peak_memory_mb": 500.0},
 }

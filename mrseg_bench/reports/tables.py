@@ -20,6 +20,7 @@ import pandas as pd
 
 from .aggregate import case_values, profile_values, run_means, seed_stats
 from .columns import (
+    COST_SUMMARY_KEYS,
     Column,
     cost_column,
     metric_column,
@@ -37,6 +38,7 @@ TITLES = {
     "personalization": "Personalisation (output r vs rater r)",
     "consensus": "Consensus",
     "cost": "Cost",
+    "cost_detail": "Cost per phase and stage",
 }
 GED_ESTIMATOR_TEXT = {"all_pairs": "all pairs, i = i' included", "distinct": "distinct pairs only"}
 NCC_TEXT = {"soft": "soft sample maps (PHiSeg)", "binary": "binarised samples"}
@@ -190,7 +192,7 @@ def _caption(kind: str, key: dict, reference: str | None, alpha: float, signific
     if kind == "diversity":
         parts.append(f"GED: {GED_ESTIMATOR_TEXT.get(key['ged_estimator'], key['ged_estimator'])}, "
                      f"convention {key['convention']}; NCC: {NCC_TEXT.get(key['ncc_maps'], key['ncc_maps'])}.")
-    elif kind != "cost" and key["convention"] != "standard":
+    elif not kind.startswith("cost") and key["convention"] != "standard":
         parts.append(f"Convention {key['convention']}.")
     seeds = pd.Series(dtype=float) if seeds is None else seeds
     parts.append(f"{_seed_text(seeds)}; bold: best.")
@@ -209,7 +211,7 @@ def _notes(kind: str, key: dict, runs: pd.DataFrame, cases: pd.DataFrame, left_o
     """Longer notes shown under the table (LaTeX) and after it (Markdown)."""
     seeds = runs.groupby("row")["seed"].nunique()
     notes: list[str] = []
-    if kind != "cost":
+    if not kind.startswith("cost"):
         ncases = cases.groupby("run_id")["case_id"].nunique() if len(cases) else pd.Series([0])
         notes.append(f"Per case, then mean over the {_count_range(ncases)} test cases of each run, then "
                      f"mean ± std (ddof=1) over seeds ({_count_range(seeds)} per row; no ± with one "
@@ -222,6 +224,12 @@ def _notes(kind: str, key: dict, runs: pd.DataFrame, cases: pd.DataFrame, left_o
                      "Matched: outputs matched to raters by the Hungarian algorithm (the D-Persona "
                      "protocol). Per-rater scores measure personalisation only where rater identity "
                      "is fixed across cases (not LIDC).")
+    if kind == "cost_detail":
+        notes.append("Peak mem predict / train: the peak during that phase (CPU: resident set of a fresh "
+                     "process, baseline included; CUDA: max_memory_allocated); Mem baseline: that "
+                     "process before the phases. Train img/s <stage> (profiled): timed steps on a copy of the model; Run "
+                     "train img/s: the run's own training images / training seconds; Wall <stage>: the "
+                     "run's wall time in that stage.")
     if kind == "diversity":
         notes.append("Sample div. (spread of the samples) is read against Rater disagr. (spread of "
                      "the raters). Dice_match: raters left without a sample (N < R) score 0.")
@@ -362,11 +370,18 @@ def build_tables(results: Results, reference: str | None = None, alpha: float = 
         devices = group.assign(device=group["env_json"].map(device_name) if "env_json" in group else "")
         dev = devices.groupby("row")["device"].agg(lambda s: " / ".join(sorted({d for d in s if d})))
         dev.index.name = "method"
-        cost_keys = profile_keys(set(pstats["key"])) + ["device"]
+        all_keys = profile_keys(set(pstats["key"]))
+        cost_keys = [k for k in all_keys if k in COST_SUMMARY_KEYS] + ["device"]
+        detail_keys = [k for k in all_keys if k not in COST_SUMMARY_KEYS]
+        no_tests = pd.DataFrame(columns=["method", "key", "p"])
         if len(cost_keys) > 1 or dev.str.len().sum() > 0:
-            t = _table("cost", key, rows, [cost_column(k) for k in cost_keys], pstats,
-                       pd.DataFrame(columns=["method", "key", "p"]), caps, dev.to_frame("device"),
-                       **{**args, "reference": None, "requested": None})
+            t = _table("cost", key, rows, [cost_column(k) for k in cost_keys], pstats, no_tests, caps,
+                       dev.to_frame("device"), **{**args, "reference": None, "requested": None})
+            if t is not None:
+                tables.append(t)
+        if detail_keys:  # per phase and per stage: its own table, so the cost table stays readable
+            t = _table("cost_detail", key, rows, [cost_column(k) for k in detail_keys], pstats, no_tests,
+                       caps, None, **{**args, "reference": None, "requested": None})
             if t is not None:
                 tables.append(t)
     return tables
