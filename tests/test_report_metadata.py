@@ -254,7 +254,7 @@ def test_run_config_metric_options_reach_the_suite():
 def test_every_profile_key_the_runs_write_has_a_label_and_a_table():
     """Every profile name ``engine.profile`` and ``worker`` write is a labelled column, in the cost
     table (the summary) or in cost_detail (per phase and per stage); none shows as its raw key."""
-    from mrseg_bench.reports.columns import COST_SUMMARY_KEYS, higher_is_better, label
+    from mrseg_bench.reports.columns import cost_table, higher_is_better, label
 
     summary = {"params": "Params (M)", "flops_per_image": "GFLOPs/img", "train_images_per_s": "Train img/s",
                "infer_images_per_s": "Infer img/s", "latency_p50_ms": "Latency p50 (ms)",
@@ -267,5 +267,5 @@ def test_every_profile_key_the_runs_write_has_a_label_and_a_table():
               "wall_s_stage2": ("Wall stage2 (s)", False)}
     assert {k: label(k) for k in summary} == summary
     assert {k: (label(k), higher_is_better(k)) for k in detail} == detail
-    assert set(summary) | {"device"} == COST_SUMMARY_KEYS
-    assert not COST_SUMMARY_KEYS & set(detail)
+    assert {cost_table(k) for k in [*summary, "device"]} == {"cost"}
+    assert {cost_table(k) for k in detail} == {"cost_detail"}

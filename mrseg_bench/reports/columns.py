@@ -22,6 +22,7 @@ class ProfileColumn:
     fmt: str = ".3g"
     scale: float = 1.0
     summary: bool = False
+    table: str = "cost"  # "cost" (the summary) or "cost_detail" (per phase, per stage)
 
 
 PROFILE_COLUMNS: tuple[ProfileColumn, ...] = (
@@ -33,16 +34,13 @@ PROFILE_COLUMNS: tuple[ProfileColumn, ...] = (
     ProfileColumn("latency_p95_ms", "Latency p95 (ms)", False, ".1f"),
     ProfileColumn("peak_memory_mb", "Peak mem (MB)", False, ".0f"),
     ProfileColumn("eval_wall_s", "Eval (s)", False, ".1f"),
-    # the per-phase and per-run figures behind the summary: the "cost_detail" table
-    ProfileColumn("peak_memory_predict_mb", "Peak mem predict (MB)", False, ".0f"),
-    ProfileColumn("peak_memory_train_mb", "Peak mem train (MB)", False, ".0f"),
-    ProfileColumn("peak_memory_baseline_mb", "Mem baseline (MB)", None, ".0f"),
-    ProfileColumn("train_images_per_s_run", "Run train img/s", True, ".1f"),
+    # the per-phase and per-run figures behind the summary
+    ProfileColumn("peak_memory_predict_mb", "Peak mem predict (MB)", False, ".0f", table="cost_detail"),
+    ProfileColumn("peak_memory_train_mb", "Peak mem train (MB)", False, ".0f", table="cost_detail"),
+    ProfileColumn("peak_memory_baseline_mb", "Mem baseline (MB)", None, ".0f", table="cost_detail"),
+    ProfileColumn("train_images_per_s_run", "Run train img/s", True, ".1f", table="cost_detail"),
 )
 _PROFILE = {c.key: c for c in PROFILE_COLUMNS}
-# the cost table's columns; every other profile key (per phase, per stage) goes to cost_detail
-COST_SUMMARY_KEYS = frozenset({"params", "flops_per_image", "train_images_per_s", "infer_images_per_s",
-                               "latency_p50_ms", "latency_p95_ms", "peak_memory_mb", "eval_wall_s", "device"})
 _STAGE_PREFIXES = {"train_images_per_s_": ("Train img/s {} (profiled)", True, ".1f"),
                    "wall_s_": ("Wall {} (s)", False, ".0f")}
 
@@ -51,13 +49,20 @@ def _stage_column(key: str) -> ProfileColumn | None:
     """``train_images_per_s_<stage>`` / ``wall_s_<stage>`` (keys the profile makes per stage)."""
     for prefix, (text, better, fmt) in _STAGE_PREFIXES.items():
         if key.startswith(prefix) and key not in _PROFILE:
-            return ProfileColumn(key, text.format(key[len(prefix):]), better, fmt)
+            return ProfileColumn(key, text.format(key[len(prefix):]), better, fmt, table="cost_detail")
     return None
 
 
 def profile_column(key: str) -> ProfileColumn | None:
     """The description of profile key ``key`` (None when unknown)."""
     return _PROFILE.get(key) or _stage_column(key)
+
+
+def cost_table(key: str) -> str:
+    """The table a profile column goes to: ``"cost"`` (the summary, and the device) or
+    ``"cost_detail"`` (per phase and per stage, and keys no column describes)."""
+    col = profile_column(key)
+    return "cost" if key == "device" else ("cost_detail" if col is None else col.table)
 
 
 def base_metric(key: str) -> str:

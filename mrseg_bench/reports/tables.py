@@ -20,9 +20,9 @@ import pandas as pd
 
 from .aggregate import case_values, profile_values, run_means, seed_stats
 from .columns import (
-    COST_SUMMARY_KEYS,
     Column,
     cost_column,
+    cost_table,
     metric_column,
     metric_tables,
     profile_keys,
@@ -225,11 +225,11 @@ def _notes(kind: str, key: dict, runs: pd.DataFrame, cases: pd.DataFrame, left_o
                      "protocol). Per-rater scores measure personalisation only where rater identity "
                      "is fixed across cases (not LIDC).")
     if kind == "cost_detail":
-        notes.append("Peak mem predict / train: the peak during that phase (CPU: resident set of a fresh "
-                     "process, baseline included; CUDA: max_memory_allocated); Mem baseline: that "
-                     "process before the phases. Train img/s <stage> (profiled): timed steps on a copy of the model; Run "
-                     "train img/s: the run's own training images / training seconds; Wall <stage>: the "
-                     "run's wall time in that stage.")
+        notes.append("Peak mem predict / train: the peak during that phase (CPU: resident set of a "
+                     "fresh process, baseline included; CUDA: max_memory_allocated); Mem baseline: that "
+                     "process before the phases. Train img/s <stage> (profiled): timed steps on a copy "
+                     "of the model; Run train img/s: the run's own training images / training seconds; "
+                     "Wall <stage>: the run's wall time in that stage.")
     if kind == "diversity":
         notes.append("Sample div. (spread of the samples) is read against Rater disagr. (spread of "
                      "the raters). Dice_match: raters left without a sample (N < R) score 0.")
@@ -370,18 +370,19 @@ def build_tables(results: Results, reference: str | None = None, alpha: float = 
         devices = group.assign(device=group["env_json"].map(device_name) if "env_json" in group else "")
         dev = devices.groupby("row")["device"].agg(lambda s: " / ".join(sorted({d for d in s if d})))
         dev.index.name = "method"
-        all_keys = profile_keys(set(pstats["key"]))
-        cost_keys = [k for k in all_keys if k in COST_SUMMARY_KEYS] + ["device"]
-        detail_keys = [k for k in all_keys if k not in COST_SUMMARY_KEYS]
-        no_tests = pd.DataFrame(columns=["method", "key", "p"])
+        all_keys = profile_keys(set(pstats["key"])) + ["device"]
+        cost_args = dict(stats=pstats, pvals=pd.DataFrame(columns=["method", "key", "p"]), caps=caps,
+                         **{**args, "reference": None, "requested": None})
+        cost_keys = [k for k in all_keys if cost_table(k) == "cost"]
         if len(cost_keys) > 1 or dev.str.len().sum() > 0:
-            t = _table("cost", key, rows, [cost_column(k) for k in cost_keys], pstats, no_tests, caps,
-                       dev.to_frame("device"), **{**args, "reference": None, "requested": None})
+            t = _table("cost", key, rows, [cost_column(k) for k in cost_keys], text=dev.to_frame("device"),
+                       **cost_args)
             if t is not None:
                 tables.append(t)
-        if detail_keys:  # per phase and per stage: its own table, so the cost table stays readable
-            t = _table("cost_detail", key, rows, [cost_column(k) for k in detail_keys], pstats, no_tests,
-                       caps, None, **{**args, "reference": None, "requested": None})
+        # per phase and per stage: a table of its own, so the cost table stays readable
+        detail_keys = [k for k in all_keys if cost_table(k) == "cost_detail"]
+        if detail_keys:
+            t = _table("cost_detail", key, rows, [cost_column(k) for k in detail_keys], text=None, **cost_args)
             if t is not None:
                 tables.append(t)
     return tables
