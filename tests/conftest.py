@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -75,3 +75,15 @@ def seed() -> int:
     np.random.seed(1337)
     torch.manual_seed(1337)
     return 1337
+
+
+@pytest.fixture
+def toy_preset(tmp_path, request) -> Iterator[str]:
+    """The calling test module's ``PRESET`` (TOML text) written to ``tmp_path/toy.toml``; yields
+    its path with the toy methods and dataset of ``test_engine_toys`` registered."""
+    import test_engine_toys as toys
+
+    path = tmp_path / "toy.toml"
+    path.write_text(request.module.PRESET)
+    with toys.registered():
+        yield str(path)

@@ -26,14 +26,6 @@ PRESET = toys.preset_toml(num_cases=16, epochs=2, n_samples=3, profile_steps=1, 
                           qualitative_cases=0)
 
 
-@pytest.fixture
-def toy_preset(tmp_path):
-    p = tmp_path / "toy.toml"
-    p.write_text(PRESET)
-    with toys.registered():
-        yield str(p)
-
-
 def _tables(store_path):
     with ResultsStore(store_path) as st:
         runs = st.runs().drop(columns=[]).sort_values("run_id").reset_index(drop=True)

@@ -15,14 +15,6 @@ from mrseg_bench.store import ResultsStore
 PRESET = toys.preset_toml(num_cases=20, n_samples=3, profile_steps=1, latency_repeats=2)
 
 
-@pytest.fixture
-def toy_preset(tmp_path):
-    p = tmp_path / "toy.toml"
-    p.write_text(PRESET)
-    with toys.registered():
-        yield str(p)
-
-
 def test_plan_applies_preset_and_sets(toy_preset):
     plan = plan_grid("toy*", "toyset", [0, 1], toy_preset,
                      ["width=6", "toy.flat.lr=0.5", "run.batch_size=2", "dataset.num_cases=12"])
