@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..latent import sigma_from
 from ..method import Method, MethodInfo, Stage
 from ..registry import register_method
 from ..types import Capability, DatasetInfo, MultiRaterBatch, Prediction
@@ -125,7 +126,7 @@ class LatentHierarchy(nn.Module):
                 up = self.z_up[lvl](upsample_to(below, h.shape[-2:]))
                 h = self.z_in[lvl](torch.cat([h, up], dim=1))
             mus[lvl] = self.mu[lvl](h)
-            sigmas[lvl] = F.softplus(self.sigma[lvl](h)) + 1e-6
+            sigmas[lvl] = sigma_from(self.sigma[lvl](h), "softplus", floor=1e-6)
             eps = torch.randn_like(mus[lvl]) if noise is None else noise[lvl].to(mus[lvl].dtype)
             zs[lvl] = mus[lvl] + sigmas[lvl] * eps
             below = zs[lvl] if condition is None else condition[lvl]
