@@ -293,8 +293,8 @@ def ncc(samples: Tensor, raters: Tensor, rater_valid: Tensor | None = None,
     ``maps="soft"`` (default, as published: PHiSeg feeds the softmax sample maps): q_i = p_i.
     ``maps="binary"``: q_i = p_i > threshold (this toolkit's earlier NCC; differs by up to ~0.5).
     ``sample_weights``: every mean over i is the weighted mean sum_i w_i (.).
-    Constant-map convention: if E_ss or E_sy_j is constant over the image, NCC = 0 (PHiSeg
-    would give NaN). Computed in float64 (float32 on MPS). Not affected by ``convention``.
+    Constant-map convention: if E_ss or E_sy_j is constant over the image (variance <= 1e-12 x
+    max(1, its mean square), so float rounding counts as constant), NCC = 0 (PHiSeg would give NaN). Computed in float64 (float32 on MPS). Not affected by ``convention``.
     """
     return ncc_ctx(MetricContext.build(raters, samples=samples, rater_valid=rater_valid,
                                        threshold=threshold, sample_weights=sample_weights,
