@@ -15,7 +15,7 @@ from mrseg_bench.datasets.base import Split
 from mrseg_bench.engine.evaluate import evaluate, metric_suite
 from mrseg_bench.engine.run_config import RunConfig
 from mrseg_bench.engine.train import train
-from mrseg_bench.runner import plan_grid
+from mrseg_bench.run.plan import plan_grid
 from mrseg_bench.store import ResultsStore
 
 CPU = torch.device("cpu")

@@ -1,4 +1,4 @@
-"""The ``mrseg-bench`` command line: parses arguments and calls the runner, profiler and reports.
+"""The ``mrseg-bench`` command line: parses arguments and calls the planner, executors, profiler and reports.
 
 Bad input (unknown method/dataset/preset, bad ``--set``, missing data root) exits with code 2
 and a one-line message naming the valid choices, before anything is written.
@@ -69,7 +69,8 @@ _OPT_EXPERIMENT = typer.Option(None, "--experiment", "-e", help="Label of this g
 def _plan(methods, dataset, data_root, preset, seeds, set_, device, precision, channels_last, compile_, grad_clip,
           experiment=None):
     """plan_grid from the shared run/plan options; usage errors exit 2."""
-    from .runner import UsageError, plan_grid
+    from .run.overrides import UsageError
+    from .run.plan import plan_grid
 
     seed_list = _seeds(seeds)
     sets = list(set_) + (["run.channels_last=true"] if channels_last else []) + (
@@ -105,7 +106,8 @@ def run(
     reuse_results: bool = typer.Option(False, "--reuse-results", help="Skip runs done before on other code (same config, data, device otherwise) instead of rerunning them."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or tables."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write the report tables into <out>/report/."),
-    executor: str = typer.Option("local", "--executor", help="local (runs one after another here) | ray (one Ray task per run) | slurm (a submitit job array). With ray/slurm, --out must be on storage every worker shares."),
+    executor: str = typer.Option("local", "--executor", help="local (runs on this machine, --jobs at a time) | ray (one Ray task per run) | slurm (a submitit job array). With ray/slurm, --out must be on storage every worker shares."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Local executor: runs at a time, each in its own worker process with cores // JOBS torch threads (run.num_threads overrides); 1: one after another in this process."),
     ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster to join: auto | HOST:PORT (default: start a local one)."),
     ray_num_cpus: float = typer.Option(1.0, "--ray-num-cpus", help="CPUs each Ray task asks for."),
     ray_num_gpus: float | None = typer.Option(None, "--ray-num-gpus", help="GPUs each Ray task asks for (default: 1 when the cluster has GPUs, else 0)."),
@@ -122,14 +124,15 @@ def run(
     from .executors import EXECUTORS
     from .interrupts import RunInterrupted
     from .reports.summary import summarize, summary_table
-    from .runner import run_grid
     from .store import ResultsStore
 
     if executor not in EXECUTORS:
-        raise _usage(f"--executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
-    if executor != "local" and reuse_results:
-        raise _usage("--reuse-results works with --executor local only")
-    exec_opts = _executor_options(executor, ray_address, ray_num_cpus, ray_num_gpus, slurm_partition,
+        raise _usage(f"--executor {executor!r}: choose one of {', '.join(EXECUTORS.names())}")
+    if jobs < 1:
+        raise _usage(f"--jobs {jobs}: must be at least 1")
+    if jobs > 1 and executor != "local":
+        raise _usage("--jobs works with --executor local (Ray and Slurm place the runs themselves)")
+    exec_opts = _executor_options(executor, jobs, ray_address, ray_num_cpus, ray_num_gpus, slurm_partition,
                                   slurm_gpus_per_task, slurm_cpus_per_task, slurm_time, slurm_array_parallelism,
                                   slurm_cluster, force)
     _check_out_dir(out, "--out")
@@ -149,15 +152,11 @@ def run(
     log = (lambda s: None) if quiet else (lambda s: console.print(s, markup=False, highlight=False, soft_wrap=True))
     if not quiet:
         spec0 = plan.specs[0]
-        console.print(f"{len(plan.specs)} run(s); preset {plan.preset.name}; experiment {spec0.experiment}; "
+        console.print(f"{len(plan.specs)} run(s); preset {plan.preset.name}; experiment {plan.experiment}; "
                       f"device {spec0.device} "
                       f"({spec0.precision}); out {out}; store {store_path}", markup=False, soft_wrap=True)
     try:
-        if executor == "local":
-            outcomes = run_grid(plan, out, store_path, force=force, quiet=quiet, log=log,
-                                reuse_results=reuse_results)
-        else:
-            outcomes = _run_on_engine(executor, plan, out, store_path, exec_opts, quiet, log)
+        outcomes = _run_on_executor(executor, plan, out, store_path, exec_opts, reuse_results, quiet, log)
     except RunInterrupted as exc:
         raise _interrupted(exc) from None
     failed = [o for o in outcomes if o.status == "failed"]
@@ -172,8 +171,7 @@ def run(
         console.print(summary_table(frame))
     report_ok = True
     if report:
-        experiment = getattr(plan, "experiment", None) or plan.preset.name
-        report_ok = _write_report(store_path, out / "report", quiet, experiment)
+        report_ok = _write_report(store_path, out / "report", quiet, plan.experiment)
     for o in failed:
         err_console.print(f"failed: {o.spec.method} {o.spec.dataset} seed {o.spec.seed}: {o.error} "
                           f"(see {o.run_dir}/error.txt)", markup=False, highlight=False)
@@ -202,10 +200,10 @@ def _slurm_minutes(text: str) -> int:
     return minutes
 
 
-def _executor_options(executor, ray_address, ray_num_cpus, ray_num_gpus, slurm_partition, slurm_gpus_per_task,
+def _executor_options(executor, jobs, ray_address, ray_num_cpus, ray_num_gpus, slurm_partition, slurm_gpus_per_task,
                       slurm_cpus_per_task, slurm_time, slurm_array_parallelism, slurm_cluster, force):
     """ExecutorOptions from the run flags; bad values exit 2 before anything is planned."""
-    from .executors import ExecutorOptions
+    from .executors import ExecutorOptions, LocalOptions, RayOptions, SlurmOptions
 
     checks = {"--ray-num-cpus": ray_num_cpus > 0, "--ray-num-gpus": ray_num_gpus is None or ray_num_gpus >= 0,
               "--slurm-gpus-per-task": slurm_gpus_per_task >= 0, "--slurm-cpus-per-task": slurm_cpus_per_task >= 1,
@@ -215,31 +213,34 @@ def _executor_options(executor, ray_address, ray_num_cpus, ray_num_gpus, slurm_p
     if bad:
         raise _usage(f"{bad[0]}: invalid value")
     minutes = _slurm_minutes(slurm_time) if executor == "slurm" else 240
-    return ExecutorOptions(ray_address=ray_address, num_cpus=ray_num_cpus, num_gpus=ray_num_gpus,
-                           slurm_partition=slurm_partition, slurm_gpus_per_task=slurm_gpus_per_task,
-                           slurm_time_min=minutes, slurm_array_parallelism=slurm_array_parallelism,
-                           slurm_cpus_per_task=slurm_cpus_per_task, slurm_cluster=slurm_cluster, force=force)
+    return ExecutorOptions(force=force, local=LocalOptions(jobs=jobs),
+                           ray=RayOptions(address=ray_address, num_cpus=ray_num_cpus, num_gpus=ray_num_gpus),
+                           slurm=SlurmOptions(partition=slurm_partition, gpus_per_task=slurm_gpus_per_task,
+                                              cpus_per_task=slurm_cpus_per_task, time_min=minutes,
+                                              array_parallelism=slurm_array_parallelism, cluster=slurm_cluster))
 
 
-def _run_on_engine(executor, plan, out, store_path, opts, quiet, log):
-    """The grid on Ray or Slurm with a progress bar over finished runs; the store is rebuilt from
-    the run folders at the end. Ctrl-C cancels the runs not finished (exit 130)."""
+def _run_on_executor(executor, plan, out, store_path, opts, reuse_results, quiet, log):
+    """The grid on an executor (``executors.grid.run_grid``: each run indexed as it ends), with a
+    progress bar over finished runs unless one run at a time runs here. Ctrl-C cancels the runs
+    not started (exit 130); finished runs are kept."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .executors.grid import run_grid_with
+    from .executors.grid import run_grid
 
     bar = Progress(TextColumn(f"{executor}: runs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=err_console, disable=quiet, transient=True)
+                   console=err_console, transient=True,
+                   disable=quiet or (executor == "local" and opts.local.jobs == 1))
     try:
         with bar:
             task = bar.add_task("runs", total=len(plan.specs))
-            return run_grid_with(executor, plan, out, store_path, opts,
-                                 progress=lambda o: bar.advance(task), log=log)
+            return run_grid(plan, out, store_path, executor=executor, options=opts, reuse_results=reuse_results,
+                            progress=lambda o: bar.advance(task), log=log)
     except ValueError as exc:  # engine not installed, no Slurm here, ...
         raise _usage(str(exc)) from None
     except KeyboardInterrupt:
         err_console.print(f"interrupted: the {executor} runs not finished were cancelled; finished runs are in "
-                          f"their folders (mrseg-bench collect --out {out}); the same command resumes the rest",
+                          f"the store and their folders; the same command resumes the rest",
                           markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
 
@@ -264,7 +265,7 @@ def plan_cmd(
     """Validate the grid and list its runs (hash, method, dataset, seed, run folder); writes nothing."""
     import json
 
-    from .spec import spec_to_json
+    from .run.spec import spec_to_json
 
     plan = _plan(methods, dataset, data_root, preset, seeds, set_, device, precision, channels_last, compile_,
                  grad_clip, experiment)
@@ -290,8 +291,8 @@ def run_one_cmd(
     import json
 
     from .interrupts import RunInterrupted
-    from .runner import UsageError
-    from .spec import execute_spec
+    from .run.overrides import UsageError
+    from .run.worker import execute_spec
 
     where = "stdin" if spec == "-" else spec
     try:
@@ -474,7 +475,8 @@ def profile(
     from .engine.data import make_batches, prepare
     from .engine.device import reset_peak_memory, seed_everything
     from .engine.profile import profile_method
-    from .runner import UsageError, plan_grid
+    from .run.overrides import UsageError
+    from .run.plan import plan_grid
 
     try:
         plan = plan_grid(methods, dataset, [0], preset, set_, data_root, device, precision)
@@ -492,12 +494,13 @@ def profile(
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         seed_everything(0)
-        model = spec.method_obj.build(ds.info).to(spec.device)
-        reset_peak_memory(spec.device)
+        dev = spec.torch_device
+        model = spec.method_obj.build(ds.info).to(dev)
+        reset_peak_memory(dev)
         idx = list(range(min(cfg.eval_bs, len(ds))))
-        batch = prepare(next(iter(make_batches(ds, idx, cfg.eval_bs, False, 0))), spec.device, cfg.image_size,
+        batch = prepare(next(iter(make_batches(ds, idx, cfg.eval_bs, False, 0))), dev, cfg.image_size,
                         cfg.channels_last)
-        rows = profile_method(spec.method_obj, model, batch, spec.device, cfg.n_samples, spec.precision,
+        rows = profile_method(spec.method_obj, model, batch, dev, cfg.n_samples, spec.precision,
                               cfg.profile_warmup, cfg.profile_steps, cfg.latency_repeats, compile=cfg.compile)
         vals = {r["name"]: r["value"] for r in rows}
         table.add_row(spec.method, *[_fmt(vals.get(c, float("nan")), c) if c != "peak_memory_mb"

@@ -62,20 +62,36 @@ def reuse_hash(config: dict[str, Any]) -> str:
     return sha256_json({k: v for k, v in config.items() if k not in CODE_KEYS})
 
 
-# -- names --------------------------------------------------------------------------------------
-def check_name(value: str, what: str) -> str:
-    """``value`` if it is a safe single name, else ValueError naming ``what``.
+# -- config hash --------------------------------------------------------------------------------
+NOT_HASHED: dict[str, Any] = {"hash": False}  # dataclass field metadata: the field leaves results unchanged
 
-    TODO(merge): replace by ``mrseg_bench.paths.check_name`` (harden branch), same contract:
-    refuses empty names, ``/``, ``\\``, ``..``, absolute paths and control characters.
-    """
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{what}: must be a non-empty name")
-    if "/" in value or "\\" in value or ".." in value or os.path.isabs(value):
-        raise ValueError(f"{what} {value!r}: must not contain '/', '\\' or '..'")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValueError(f"{what} {value!r}: must not contain control characters")
-    return value
+
+def hashed_fields(cfg: Any) -> dict[str, Any]:
+    """``{field: value}`` of config dataclass ``cfg`` without the fields declared
+    ``field(metadata=NOT_HASHED)`` (settings such as threads or checkpoint timing that do not
+    change a run's results, so a run rerun with other values is the same run)."""
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.metadata.get("hash", True)}
+
+
+def jsonable(x: Any) -> Any:
+    """``x`` as plain JSON data: dataclasses as dicts, dict keys as sorted strings, tuples as
+    lists, paths and other objects as ``str``."""
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return jsonable(dataclasses.asdict(x))
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in sorted(x.items())}
+    if isinstance(x, list | tuple):
+        return [jsonable(v) for v in x]
+    if isinstance(x, Path):
+        return str(x)
+    if isinstance(x, float | int | str | bool) or x is None:
+        return x
+    return str(x)
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON (sorted keys, compact) of ``jsonable(config)``."""
+    return sha256_json(jsonable(config))
 
 
 def experiment_slug(name: str) -> str:

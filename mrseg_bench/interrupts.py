@@ -59,6 +59,9 @@ class RunInterrupted(BaseException):  # noqa: N818 - an interruption, not an err
         super().__init__(label)
         self.label, self.run_dir, self.checkpoint, self.exit_code = label, run_dir, checkpoint, exit_code
 
+    def __reduce__(self):  # picklable, so a worker process can hand it back
+        return (type(self), (self.label, self.run_dir, self.checkpoint, self.exit_code))
+
     def message(self, command: str = "the same command") -> str:
         where = f"its last checkpoint is {self.checkpoint}" if self.checkpoint else \
             f"it has no checkpoint yet (run folder {self.run_dir})"

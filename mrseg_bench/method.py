@@ -150,7 +150,7 @@ class Method(abc.ABC):
         """Probabilities for ``images [B,C,H,W]``, carrying exactly ``info.capabilities``."""
 
     def validate(self, dataset_info: DatasetInfo | None = None) -> None:
-        """Check the config before anything is built or written (the runner calls it while
+        """Check the config before anything is built or written (the planner calls it while
         planning); ValueError names the method and the field. The base checks the common
         fields: ``epochs`` and every stage's epochs >= 1, finite lr > 0, ``encoder_name`` one of
         smp's encoders (no weights are built or downloaded), ``decoder_channels`` /

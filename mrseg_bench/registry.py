@@ -13,6 +13,7 @@ import inspect
 import logging
 import warnings
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Generic, TypeVar
 
@@ -113,14 +114,65 @@ class Registry(Generic[T]):
         self._items.pop(name, None)
 
 
-METHODS: Registry[Any] = Registry("method")
+@dataclass(frozen=True)
+class MethodEntry:
+    """A registered method: ``factory(cfg=None) -> Method`` and its config dataclass
+    ``config_cls``, so a method's default config (``config_cls()``) and its field names need no
+    method object. Calling the entry calls the factory."""
+
+    factory: Callable[..., Any]
+    config_cls: type
+
+    def __call__(self, cfg: Any = None) -> Any:
+        return self.factory(cfg)
+
+    def default_config(self) -> Any:
+        return self.config_cls()
+
+
+def _config_class(factory: Callable[..., Any], name: str) -> type:
+    """The config dataclass annotated on ``factory``'s first parameter (``cfg: X | None``)."""
+    import dataclasses
+    import types
+    import typing
+
+    try:
+        params = list(inspect.signature(factory).parameters)
+        hint = typing.get_type_hints(factory).get(params[0]) if params else None
+    except (TypeError, ValueError, NameError):
+        hint = None
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        hint = next((a for a in typing.get_args(hint) if a is not type(None)), None)
+    if not (isinstance(hint, type) and dataclasses.is_dataclass(hint)):
+        raise RegistryError(f"method {name!r}: give its config class: @register_method({name!r}, config=Cls), "
+                            "or annotate the factory's first parameter (cfg: Cls | None = None)")
+    return hint
+
+
+class MethodRegistry(Registry[MethodEntry]):
+    """Methods: each name maps to a ``MethodEntry`` (factory, config class)."""
+
+    def add(self, name: str, obj: Any, config_cls: type | None = None) -> None:
+        if not isinstance(obj, MethodEntry):
+            obj = MethodEntry(obj, config_cls or _config_class(obj, name))
+        super().add(name, obj)
+
+
+METHODS: MethodRegistry = MethodRegistry("method")
 DATASETS: Registry[Any] = Registry("dataset")
 METRICS: Registry[Any] = Registry("metric")
 
 
-def register_method(name: str):
-    """Register a method factory ``f(cfg=None) -> Method`` under ``name``."""
-    return METHODS.register(name)
+def register_method(name: str, config: type | None = None):
+    """Decorator: register method factory ``f(cfg=None) -> Method`` under ``name`` with its
+    config dataclass ``config`` (default: the annotation of ``f``'s first parameter). Returns
+    ``f`` unchanged."""
+
+    def deco(factory: Callable[..., Any]) -> Callable[..., Any]:
+        METHODS.add(name, factory, config)
+        return factory
+
+    return deco
 
 
 def register_dataset(name: str):
@@ -131,6 +183,32 @@ def register_dataset(name: str):
 def register_metric(name: str):
     """Register a metric spec (see ``mrseg_bench.metrics.suite.MetricSpec``)."""
     return METRICS.register(name)
+
+
+def dataset_option_names(factory: Callable[..., Any]) -> list[str] | None:
+    """The options dataset ``factory`` takes (its parameters but ``root``; a decorated factory:
+    the wrapped function's); None when it takes any keyword (``**options``)."""
+    target = factory
+    while True:
+        try:
+            params = inspect.signature(target, follow_wrapped=False).parameters
+        except (TypeError, ValueError):
+            return None
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return [n for n in params if n != "root"]
+        target = getattr(target, "__wrapped__", None)
+        if target is None:
+            return None
+
+
+def check_dataset_options(dataset: str, options: Any, factory: Callable[..., Any] | None = None,
+                          error: type[Exception] = ValueError) -> None:
+    """The one dataset-option check: ``error`` naming the valid options when ``options`` has a
+    key that dataset ``dataset``'s factory (looked up unless given) does not take."""
+    valid = dataset_option_names(factory if factory is not None else DATASETS.get(dataset))
+    unknown = [] if valid is None else sorted(set(options) - set(valid))
+    if unknown:
+        raise error(f"dataset {dataset!r}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(valid or [])}")
 
 
 _BUILTINS = (

@@ -229,7 +229,7 @@ def test_pionono_loss_parts():
 
 
 def test_presets_reach_the_new_methods():
-    from mrseg_bench.runner import plan_grid
+    from mrseg_bench.run.plan import plan_grid
 
     paper = {s.method: s.method_obj for s in plan_grid("cm.*,pionono", "synthetic", [0], "paper", device="cpu").specs}
     assert (paper["cm.pixel"].cfg.classes, paper["cm.global"].cfg.encoder_name) == (1, "resnet34")

@@ -203,7 +203,8 @@ def test_plugin_sigkill_resume_and_two_processes_sharing_a_store(tmp_path):
     """A third-party method (entry point) runs through ``mrseg-bench run``; a run SIGKILLed
     mid-epoch leaves nothing in the store and, rerun, resumes from its checkpoint to the same
     metrics and weights as a straight run, while a second process writes the same store."""
-    from mrseg_bench.runner import plan_grid, run_grid
+    from mrseg_bench.executors.grid import run_grid
+    from mrseg_bench.run.plan import plan_grid
 
     site = _plugin_site(tmp_path)
     marker = tmp_path / "hanging"

@@ -170,7 +170,8 @@ def test_run_aggregate_volume_stores_one_row_per_volume(tmp_path: Path) -> None:
     import test_engine_toys as toys
 
     from mrseg_bench.engine.run_config import RunConfig
-    from mrseg_bench.runner import plan_grid, run_grid
+    from mrseg_bench.executors.grid import run_grid
+    from mrseg_bench.run.plan import plan_grid
     from mrseg_bench.store import ResultsStore
 
     with pytest.raises(ValueError, match="aggregate"):

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from mrseg_bench.executors import ExecutorOptions, execute
+from mrseg_bench.executors import ExecutorOptions, RayOptions, SlurmOptions, execute
 
 TOY = "mrseg_bench.executors.testing:echo_worker"
 SPECS = [{"name": "a"}, {"name": "b", "fail": True}, {"name": "c"}]
@@ -45,7 +45,7 @@ def test_ray_executor_on_a_local_cluster(tmp_path):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         seen = []
-        outcomes = execute("ray", SPECS, tmp_path, ExecutorOptions(worker=TOY, num_cpus=1), progress=seen.append)
+        outcomes = execute("ray", SPECS, tmp_path, ExecutorOptions(worker=TOY, ray=RayOptions(num_cpus=1)), progress=seen.append)
         _check(outcomes, tmp_path)
         assert len(seen) == 3
         pids = {json.loads((tmp_path / f"{n}.json").read_text())["pid"] for n in ("a", "c")}
@@ -59,7 +59,7 @@ def test_ray_executor_on_a_local_cluster(tmp_path):
 @pytest.mark.cluster
 def test_slurm_executor_through_submitit_local(tmp_path):
     pytest.importorskip("submitit", reason='needs the slurm extra: pip install "mrseg-bench[slurm]"')
-    opts = ExecutorOptions(worker=TOY, slurm_cluster="local", slurm_time_min=5)
+    opts = ExecutorOptions(worker=TOY, slurm=SlurmOptions(cluster="local", time_min=5))
     outcomes = execute("slurm", SPECS, tmp_path, opts)
     _check(outcomes, tmp_path)
     assert (tmp_path / ".submitit").is_dir()  # submitit's job folders live under out

@@ -127,7 +127,7 @@ def test_synthetic_26_cases_split_leaves_no_batch_of_one():
     """The issue's synthetic case: 26 cases; whatever the split leaves, no training batch of one."""
     from mrseg_bench.datasets.synthetic import synthetic
     from mrseg_bench.engine.data import make_batches
-    from mrseg_bench.runner import make_run_split
+    from mrseg_bench.run.plan import make_run_split
 
     ds = synthetic(num_cases=26, image_size=16)
     split = make_run_split(ds, RunConfig())

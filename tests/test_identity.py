@@ -14,8 +14,10 @@ from test_datasets_lidc import _cases, _write
 from test_datasets_qubiq import _box, _case, _nii
 
 from mrseg_bench import identity
+from mrseg_bench.executors.grid import run_grid
 from mrseg_bench.registry import DATASETS
-from mrseg_bench.runner import UsageError, plan_grid, run_grid
+from mrseg_bench.run.overrides import UsageError
+from mrseg_bench.run.plan import plan_grid
 from mrseg_bench.store import ResultsStore
 
 PRESET = toys.preset_toml("lidc", description="toy preset on lidc", image_size=16, profile=False)

@@ -11,7 +11,7 @@ from mrseg_bench.config import apply_overrides
 from mrseg_bench.engine.run_config import RunConfig
 from mrseg_bench.presets import Preset, load_preset, preset_names
 from mrseg_bench.registry import DATASETS, METHODS
-from mrseg_bench.runner import plan_grid
+from mrseg_bench.run.plan import plan_grid
 
 
 def test_shipped_presets():

@@ -10,13 +10,14 @@ import pytest
 import test_engine_toys as toys
 
 from mrseg_bench.datasets.synthetic import SyntheticMultiRater
+from mrseg_bench.executors.grid import run_grid
 from mrseg_bench.references import REFERENCE_CASE, reference_rows, split_reference_rows
 from mrseg_bench.reports import figures
 from mrseg_bench.reports.demo import write_demo_store
 from mrseg_bench.reports.loader import load_results
 from mrseg_bench.reports.report import write_report
 from mrseg_bench.reports.tables import build_tables
-from mrseg_bench.runner import plan_grid, run_grid
+from mrseg_bench.run.plan import plan_grid
 from mrseg_bench.store import ResultsStore
 
 

@@ -16,10 +16,13 @@ from typer.testing import CliRunner
 
 from mrseg_bench.cli import app
 from mrseg_bench.collect import collect
+from mrseg_bench.executors.grid import run_grid
 from mrseg_bench.interrupts import RunInterrupted, StopFlag
+from mrseg_bench.run.overrides import UsageError
+from mrseg_bench.run.plan import plan_grid
+from mrseg_bench.run.spec import spec_from_json, spec_to_json
+from mrseg_bench.run.worker import execute_spec
 from mrseg_bench.run_folder import read_result, staging_dir
-from mrseg_bench.runner import UsageError, plan_grid, run_grid
-from mrseg_bench.spec import execute_spec, spec_from_json, spec_to_json
 from mrseg_bench.store import ResultsStore
 
 PRESET = toys.preset_toml(num_cases=16, epochs=2, n_samples=3, profile_steps=1, latency_repeats=2,
@@ -252,7 +255,7 @@ def test_sigterm_prints_one_line_and_the_same_command_resumes(toy_preset, tmp_pa
 
 
 def test_an_unwritable_claim_fails_that_run_only(toy_preset, tmp_path, monkeypatch):
-    worker = importlib.import_module("mrseg_bench.worker")
+    worker = importlib.import_module("mrseg_bench.run.worker")
 
     def no_space(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -8,8 +8,11 @@ import math
 import pytest
 import test_engine_toys as toys
 
-from mrseg_bench.identity import experiment_slug
-from mrseg_bench.runner import UsageError, config_hash, plan_grid, run_grid, summarize
+from mrseg_bench.executors.grid import run_grid
+from mrseg_bench.identity import config_hash, experiment_slug
+from mrseg_bench.reports.summary import summarize
+from mrseg_bench.run.overrides import UsageError
+from mrseg_bench.run.plan import plan_grid
 from mrseg_bench.store import ResultsStore
 
 PRESET = toys.preset_toml(num_cases=20, n_samples=3, profile_steps=1, latency_repeats=2)
@@ -24,7 +27,7 @@ def test_plan_applies_preset_and_sets(toy_preset):
     assert (flat.width, flat.lr) == (6, 0.5)
     assert plan.specs[0].run_cfg.batch_size == 2 and plan.specs[0].run_cfg.n_samples == 3
     assert len(plan.datasets["toyset"]) == 12
-    assert plan.specs[0].device.type == "cpu"
+    assert plan.specs[0].torch_device.type == "cpu"
     # a user preset is named by its path; the experiment defaults to it
     assert plan.specs[0].preset == toy_preset and plan.specs[0].experiment == toy_preset
     # overrides: what --set changed against the preset (method keys bare, run./dataset. prefixed)
@@ -148,7 +151,7 @@ def test_run_split_uses_the_protocols_own_seed_unless_given():
     from mrseg_bench.datasets.splits import make_split
     from mrseg_bench.engine.run_config import RunConfig
     from mrseg_bench.registry import DATASETS
-    from mrseg_bench.runner import make_run_split
+    from mrseg_bench.run.plan import make_run_split
 
     ds = DATASETS.get("synthetic")(num_cases=16, image_size=16)
     ref = make_split(ds, protocol="dpersona", seed=1337)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import inspect
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -14,28 +13,22 @@ import torch
 import torch.nn.functional as F
 
 from ..config import _convert
-from ..registry import register_dataset
+from ..registry import check_dataset_options, register_dataset
 
 
 def dataset_factory(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``f(root=None, **options)`` as dataset ``name``.
 
-    Options are converted to the factory's annotated types (the runner may pass CLI strings);
+    Options are converted to the factory's annotated types (the planner may pass CLI strings);
     an unknown option raises TypeError listing the valid ones.
     """
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
-        sig = inspect.signature(fn)
         hints = typing.get_type_hints(fn)
-        valid = [p for p in sig.parameters if p != "root"]
 
         @functools.wraps(fn)
         def wrapper(root: str | Path | None = None, **options: Any) -> Any:
-            unknown = sorted(set(options) - set(valid))
-            if unknown:
-                raise TypeError(
-                    f"dataset {name!r}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(valid)}"
-                )
+            check_dataset_options(name, options, fn, error=TypeError)
             conv = {k: _convert(v, hints[k], k, f"dataset {name!r}") if k in hints else v
                     for k, v in options.items()}
             return fn(root, **conv)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
+
+from ..identity import NOT_HASHED
 
 
 @dataclass
@@ -20,8 +22,8 @@ class RunConfig:
     eval_batch_size: int = 0  # 0: batch_size
     n_samples: int = 10
     val_n_samples: int = 4
-    num_workers: int = 0
-    num_threads: int = 0  # torch intra-op threads; 0: torch's default
+    num_workers: int = field(default=0, metadata=NOT_HASHED)
+    num_threads: int = field(default=0, metadata=NOT_HASHED)  # torch intra-op threads; 0: torch's default
     augment: bool = False
     image_size: int = 0
     max_steps_per_epoch: int = 0
@@ -38,22 +40,22 @@ class RunConfig:
     ncc_maps: str = "soft"  # NCC from the soft sample maps (PHiSeg) or "binary" samples
     metrics: str = ""  # comma list; empty: every metric the method's capabilities allow
     aggregate: Literal["case", "volume"] = "case"  # volume: per-slice rows -> one mean row per volume
-    device: str = "auto"
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    device: str = field(default="auto", metadata=NOT_HASHED)
+    precision: Literal["auto", "bf16", "fp32"] = field(default="auto", metadata=NOT_HASHED)
     channels_last: bool = False
     compile: bool = False
     grad_clip: float = 0.0  # 0: off; else max global grad norm
     val_every: int = 1
-    checkpoint_every: int = 0  # also write `last` every N epochs (0: only by time, at stage end, on a signal)
-    checkpoint_interval_s: float = 600.0  # seconds between resumable `last` checkpoints (0: every epoch)
-    keep_last: bool = False  # keep the `last` checkpoints when the run finishes
-    claim_heartbeat_s: float = 60.0  # the run's claim file is refreshed this often
-    claim_stale_s: float = 600.0  # a claim not refreshed for this long is stale and may be taken over
-    profile: bool = True
+    checkpoint_every: int = field(default=0, metadata=NOT_HASHED)  # also write `last` every N epochs (0: only by time, at stage end, on a signal)
+    checkpoint_interval_s: float = field(default=600.0, metadata=NOT_HASHED)  # seconds between resumable `last` checkpoints (0: every epoch)
+    keep_last: bool = field(default=False, metadata=NOT_HASHED)  # keep the `last` checkpoints when the run finishes
+    claim_heartbeat_s: float = field(default=60.0, metadata=NOT_HASHED)  # the run's claim file is refreshed this often
+    claim_stale_s: float = field(default=600.0, metadata=NOT_HASHED)  # a claim not refreshed for this long is stale and may be taken over
+    profile: bool = field(default=True, metadata=NOT_HASHED)
     qualitative_cases: int = 4  # test cases saved to qualitative.pt for the report (0: none)
-    profile_warmup: int = 1
-    profile_steps: int = 3
-    latency_repeats: int = 10
+    profile_warmup: int = field(default=1, metadata=NOT_HASHED)
+    profile_steps: int = field(default=3, metadata=NOT_HASHED)
+    latency_repeats: int = field(default=10, metadata=NOT_HASHED)
 
     def __post_init__(self) -> None:
         checks = {

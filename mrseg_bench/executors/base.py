@@ -1,9 +1,12 @@
 """The executor contract: ``execute(name, specs, out, options) -> list[TaskOutcome]``.
 
-A worker is a module-level function ``worker(spec: dict, out: str, force: bool) -> dict`` named by its dotted
-path (``"package.module:function"``), so that Ray and submitit can ship it to another process by
-name. Its return value is a small JSON-able summary (``status``, ``run_dir``, ``error``); an
-exception raised by the worker becomes a ``failed`` outcome and the grid goes on.
+An executor is a function ``f(specs, out, options, progress) -> list[TaskOutcome]`` registered
+in ``EXECUTORS`` (``@register_executor("name")``, like methods and metrics). It calls a worker
+on each JSON spec: a module-level function ``worker(spec: dict, out: str, force: bool) -> dict``
+named by its dotted path (``"package.module:function"``), so that a process pool, Ray and
+submitit can ship it to another process by name. Its return value is a small JSON-able summary
+(``status``, ``run_dir``, ``error``); an exception raised by the worker becomes a ``failed``
+outcome and the grid goes on (``interrupts.RunInterrupted`` and ``KeyboardInterrupt`` stop it).
 """
 
 from __future__ import annotations
@@ -15,31 +18,58 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..registry import Registry
+
 #: the unit of work every executor runs (claims the folder, trains, writes result.json)
-DEFAULT_WORKER = "mrseg_bench.executors.worker:run_spec_worker"
+DEFAULT_WORKER = "mrseg_bench.run.worker:run_spec"
+
+
+@dataclass
+class LocalOptions:
+    """``jobs``: runs at once on this machine (1: one after another in this process; N > 1: N
+    worker processes); ``threads``: torch threads per worker process (None:
+    ``engine.threads.thread_budget``; a run's own ``run.num_threads`` wins)."""
+
+    jobs: int = 1
+    threads: int | None = None
+
+
+@dataclass
+class RayOptions:
+    """``address``: "auto", "HOST:PORT" or None (start a local cluster); ``num_cpus`` /
+    ``num_gpus`` per task (None: 1 GPU per task when the cluster has GPUs, else 0);
+    ``local_num_cpus``: CPUs of a local cluster started here (None: Ray's default)."""
+
+    address: str | None = None
+    num_cpus: float = 1.0
+    num_gpus: float | None = None
+    local_num_cpus: int | None = None
+
+
+@dataclass
+class SlurmOptions:
+    """The job array: ``partition``, ``gpus_per_task``, ``cpus_per_task``, ``time_min``,
+    ``array_parallelism``; ``cluster``: "slurm" ("local" runs the jobs as local processes
+    through submitit's LocalExecutor, which is how the tests run it)."""
+
+    partition: str | None = None
+    gpus_per_task: int = 0
+    cpus_per_task: int = 4
+    time_min: int = 240
+    array_parallelism: int = 16
+    cluster: str = "slurm"
 
 
 @dataclass
 class ExecutorOptions:
-    """Engine options. Ray: ``ray_address`` ("auto", "HOST:PORT" or None for a new local
-    cluster), ``num_cpus`` / ``num_gpus`` per task (None: 1 GPU per task when the cluster has
-    GPUs, else 0). Slurm: ``slurm_partition``, ``slurm_gpus_per_task``, ``slurm_time_min``,
-    ``slurm_array_parallelism``, ``slurm_cluster`` ("slurm"; "local" runs the jobs as local
-    processes through submitit's LocalExecutor, which is how the tests run it). ``force``: rerun
-    done runs (each swapped in only when it succeeds)."""
+    """Options of every executor: the ``worker`` path, ``force`` (rerun done runs, each swapped
+    in only when it succeeds) and one section per executor."""
 
     worker: str = DEFAULT_WORKER
-    ray_address: str | None = None
-    num_cpus: float = 1.0
-    num_gpus: float | None = None
-    slurm_partition: str | None = None
-    slurm_gpus_per_task: int = 0
-    slurm_time_min: int = 240
-    slurm_array_parallelism: int = 16
-    slurm_cpus_per_task: int = 4
-    slurm_cluster: str = "slurm"
     force: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    local: LocalOptions = field(default_factory=LocalOptions)
+    ray: RayOptions = field(default_factory=RayOptions)
+    slurm: SlurmOptions = field(default_factory=SlurmOptions)
 
 
 @dataclass
@@ -54,7 +84,16 @@ class TaskOutcome:
     note: str | None = None
 
 
-def resolve_worker(path: str) -> Callable[[dict[str, Any], str], dict[str, Any]]:
+Executor = Callable[[list[dict[str, Any]], str, ExecutorOptions, Callable[[TaskOutcome], None]], list[TaskOutcome]]
+EXECUTORS: Registry[Executor] = Registry("executor")
+
+
+def register_executor(name: str):
+    """Register an executor ``f(specs, out, options, progress) -> list[TaskOutcome]``."""
+    return EXECUTORS.register(name)
+
+
+def resolve_worker(path: str) -> Callable[..., dict[str, Any]]:
     """Import ``"package.module:function"``; ValueError naming the path when it does not exist."""
     module, sep, name = path.partition(":")
     if not sep or not module or not name:
@@ -69,7 +108,7 @@ def resolve_worker(path: str) -> Callable[[dict[str, Any], str], dict[str, Any]]
 
 
 def call_worker(path: str, spec: dict[str, Any], out: str, force: bool = False) -> dict[str, Any]:
-    """Run one spec in the current process (what a Ray task or a submitit job executes)."""
+    """Run one spec in the current process (what a pool process, a Ray task or a submitit job executes)."""
     return resolve_worker(path)(spec, out, force=force)
 
 
@@ -95,31 +134,13 @@ def failed(spec: dict[str, Any], exc: BaseException) -> TaskOutcome:
 def execute(name: str, specs: Sequence[dict[str, Any]], out: str | Path,
             options: ExecutorOptions | None = None,
             progress: Callable[[TaskOutcome], None] | None = None) -> list[TaskOutcome]:
-    """Run every spec with executor ``name`` (local | ray | slurm); one outcome per spec, in
-    the order of ``specs``. ``progress`` is called as each run finishes."""
+    """Run every spec with executor ``name``; one outcome per spec, in the order of ``specs``.
+    ``progress`` is called (in this process) as each run finishes. ValueError for an unknown
+    executor or worker."""
+    from . import local, ray_executor, slurm_executor  # noqa: F401 - they register themselves
+
     options = options or ExecutorOptions()
-    resolve_worker(options.worker)  # a bad worker fails before anything is submitted
     if name not in EXECUTORS:
-        raise ValueError(f"executor {name!r}: choose one of {', '.join(EXECUTORS)}")
-    return EXECUTORS[name](list(specs), str(Path(out)), options, progress or (lambda o: None))
-
-
-def _local(specs, out, options, progress):
-    from .local import run_local
-
-    return run_local(specs, out, options, progress)
-
-
-def _ray(specs, out, options, progress):
-    from .ray_executor import run_ray
-
-    return run_ray(specs, out, options, progress)
-
-
-def _slurm(specs, out, options, progress):
-    from .slurm_executor import run_slurm
-
-    return run_slurm(specs, out, options, progress)
-
-
-EXECUTORS: dict[str, Callable[..., list[TaskOutcome]]] = {"local": _local, "ray": _ray, "slurm": _slurm}
+        raise ValueError(f"executor {name!r}: choose one of {', '.join(EXECUTORS.names())}")
+    resolve_worker(options.worker)  # a bad worker fails before anything is submitted
+    return EXECUTORS.get(name)(list(specs), str(Path(out)), options, progress or (lambda o: None))

@@ -1,17 +1,99 @@
-"""The ``local`` executor: the specs one after another in this process."""
+"""The ``local`` executor: the runs on this machine.
+
+``jobs = 1``: one after another in this process (a signal between two runs stops the grid with
+``RunInterrupted``; one during a run is handled by the worker: it writes ``last`` and stops).
+``jobs = N > 1``: N worker processes (``spawn``: each starts a fresh interpreter, so no torch
+state is shared through ``fork``), each limited to ``threads`` torch threads (default
+``engine.threads.thread_budget(cores, N)``; a run's ``run.num_threads`` wins). ``progress`` is
+called in this process as each run ends. On Ctrl-C the runs not started are cancelled, the running
+ones (which got the signal too) write their ``last`` checkpoint, and the interruption is raised;
+finished runs have been reported already.
+"""
 
 from __future__ import annotations
 
-from .base import TaskOutcome, call_worker, failed, outcome_from
+import multiprocessing
+import os
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from pathlib import Path
+
+from ..engine.threads import thread_budget
+from ..interrupts import RunInterrupted, catch_signals
+from .base import TaskOutcome, call_worker, failed, outcome_from, register_executor
 
 
-def run_local(specs, out, options, progress) -> list[TaskOutcome]:
+def _label(spec) -> str:
+    return f"{spec.get('method', '?')} {spec.get('dataset', '?')} seed {spec.get('seed', '?')}"
+
+
+def _one(worker: str, spec, out: str, force: bool) -> TaskOutcome:
+    try:
+        return outcome_from(spec, call_worker(worker, spec, out, force))
+    except Exception as exc:  # noqa: BLE001 - one failing run must not stop the grid
+        return failed(spec, exc)
+
+
+def _in_process(specs, out, options, progress) -> list[TaskOutcome]:
     outcomes = []
-    for spec in specs:
-        try:
-            o = outcome_from(spec, call_worker(options.worker, spec, out, options.force))
-        except Exception as exc:  # noqa: BLE001 - one failing run must not stop the grid
-            o = failed(spec, exc)
-        progress(o)
-        outcomes.append(o)
+    with catch_signals() as flag:
+        for spec in specs:
+            if flag.signum is not None:
+                raise RunInterrupted(f"the grid before {_label(spec)}", Path(out) / str(spec.get("run_dir", "")),
+                                     None, flag.exit_code)
+            o = _one(options.worker, spec, out, options.force)
+            progress(o)
+            outcomes.append(o)
     return outcomes
+
+
+def _init_process(threads: int) -> None:
+    """A pool process's start: its thread budget (before torch starts its pools)."""
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _in_pool(specs, out, options, progress) -> list[TaskOutcome]:
+    jobs = min(options.local.jobs, len(specs))
+    threads = options.local.threads or thread_budget(os.cpu_count(), jobs)
+    outcomes: list[TaskOutcome | None] = [None] * len(specs)
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_process, initargs=(threads,))
+    futures: dict[Future, int] = {}
+    try:
+        futures = {pool.submit(_one, options.worker, spec, out, options.force): i for i, spec in enumerate(specs)}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in sorted(done, key=futures.__getitem__):
+                i = futures[fut]
+                try:
+                    o = fut.result()
+                    o.spec = specs[i]  # the caller's object, not the pool's copy
+                except Exception as exc:  # noqa: BLE001 - a crashed worker process is a failed run
+                    o = failed(specs[i], exc)
+                outcomes[i] = o
+                progress(o)
+    except BaseException:
+        for fut in futures:
+            fut.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)  # running runs write `last` and stop
+        for fut, i in futures.items():  # a run that finished meanwhile is still reported
+            if outcomes[i] is None and fut.done() and not fut.cancelled() and fut.exception() is None:
+                outcomes[i] = fut.result()
+                outcomes[i].spec = specs[i]
+                progress(outcomes[i])
+        raise
+    pool.shutdown(wait=True)
+    return [o for o in outcomes if o is not None]
+
+
+@register_executor("local")
+def run_local(specs, out, options, progress) -> list[TaskOutcome]:
+    """The specs on this machine, ``options.local.jobs`` at a time (see the module docstring)."""
+    if options.local.jobs < 1:
+        raise ValueError(f"--jobs {options.local.jobs}: must be at least 1")
+    if options.local.jobs == 1 or len(specs) <= 1:
+        return _in_process(specs, out, options, progress)
+    return _in_pool(specs, out, options, progress)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .base import TaskOutcome, call_worker, failed, outcome_from
+from .base import TaskOutcome, call_worker, failed, outcome_from, register_executor
 
 
 def _import_ray():
@@ -26,24 +26,25 @@ def _import_ray():
 
 def task_resources(ray, options) -> dict[str, float]:
     """CPUs and GPUs one run asks for (GPUs: 1 when the cluster has any, unless set)."""
-    gpus = options.num_gpus
+    gpus = options.ray.num_gpus
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-    return {"num_cpus": float(options.num_cpus), "num_gpus": float(gpus)}
+    return {"num_cpus": float(options.ray.num_cpus), "num_gpus": float(gpus)}
 
 
+@register_executor("ray")
 def run_ray(specs: list[dict[str, Any]], out: str, options, progress) -> list[TaskOutcome]:
     ray = _import_ray()
     started_here = not ray.is_initialized()
-    if started_here and options.ray_address is None:
+    if started_here and options.ray.address is None:
         # a local cluster: Ray runs its workers at niceness 15 by default, which starves training
         # runs next to any other work on the machine; give them the normal priority
         os.environ.setdefault("RAY_worker_niceness", "0")
     if started_here:
-        init: dict[str, Any] = {"address": options.ray_address, "include_dashboard": False,
+        init: dict[str, Any] = {"address": options.ray.address, "include_dashboard": False,
                                 "log_to_driver": False, "configure_logging": False}
-        if options.ray_address is None and "local_num_cpus" in options.extra:
-            init["num_cpus"] = int(options.extra["local_num_cpus"])
+        if options.ray.address is None and options.ray.local_num_cpus is not None:
+            init["num_cpus"] = int(options.ray.local_num_cpus)
         ray.init(**init)
     try:
         remote = ray.remote(max_retries=0, **task_resources(ray, options))(call_worker)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .base import TaskOutcome, call_worker, failed, outcome_from
+from .base import TaskOutcome, call_worker, failed, outcome_from, register_executor
 
 
 def _import_submitit():
@@ -27,16 +27,16 @@ def _import_submitit():
 
 def make_executor(submitit, out: str, options):
     """A submitit executor with the Slurm options (ignored by the local cluster)."""
-    cluster = None if options.slurm_cluster == "slurm" else options.slurm_cluster
+    cluster = None if options.slurm.cluster == "slurm" else options.slurm.cluster
     if cluster is None and submitit.AutoExecutor.which() != "slurm":
         raise ValueError("--executor slurm: no Slurm found on this machine (sbatch is not on PATH)")
     ex = submitit.AutoExecutor(folder=Path(out) / ".submitit" / "%j", cluster=cluster)
-    params: dict[str, Any] = {"name": "mrseg-bench", "timeout_min": int(options.slurm_time_min),
-                              "gpus_per_node": int(options.slurm_gpus_per_task), "tasks_per_node": 1,
-                              "cpus_per_task": int(options.slurm_cpus_per_task),
-                              "slurm_array_parallelism": int(options.slurm_array_parallelism)}
-    if options.slurm_partition:
-        params["slurm_partition"] = options.slurm_partition
+    params: dict[str, Any] = {"name": "mrseg-bench", "timeout_min": int(options.slurm.time_min),
+                              "gpus_per_node": int(options.slurm.gpus_per_task), "tasks_per_node": 1,
+                              "cpus_per_task": int(options.slurm.cpus_per_task),
+                              "slurm_array_parallelism": int(options.slurm.array_parallelism)}
+    if options.slurm.partition:
+        params["slurm_partition"] = options.slurm.partition
     ex.update_parameters(**params)
     return ex
 
@@ -51,6 +51,7 @@ def _job_class(submitit):
     return SpecJob
 
 
+@register_executor("slurm")
 def run_slurm(specs: list[dict[str, Any]], out: str, options, progress,
               poll_s: float = 1.0) -> list[TaskOutcome]:
     submitit = _import_submitit()

@@ -90,10 +90,8 @@ def check_preset(preset: Preset, source: str) -> None:
     is not a RunConfig field; a ``[dataset.X]`` for an unknown dataset or with an option its
     factory does not take; a ``[method.X]`` for an unknown method (a pattern matching none); a
     method-section key that no method the section matches has in its config."""
-    import inspect
-
     from ..engine.run_config import RunConfig
-    from ..registry import DATASETS, METHODS
+    from ..registry import DATASETS, METHODS, check_dataset_options
 
     def fail(section: str, what: str) -> ValueError:
         return ValueError(f"preset {source!r}: [{section}] {what}")
@@ -106,19 +104,9 @@ def check_preset(preset: Preset, source: str) -> None:
         if ds not in DATASETS:
             raise fail(f"dataset.{ds}", f"unknown dataset {ds!r}; known: {', '.join(DATASETS.names())}")
         try:
-            params = inspect.signature(DATASETS.get(ds)).parameters
-        except (TypeError, ValueError):
-            continue
-        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-            # a decorated factory: its wrapped signature names the options
-            wrapped = getattr(DATASETS.get(ds), "__wrapped__", None)
-            params = inspect.signature(wrapped).parameters if wrapped else {}
-            if not params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-                continue
-        valid = [n for n in params if n != "root"]
-        bad = sorted(set(opts) - set(valid))
-        if bad:
-            raise fail(f"dataset.{ds}", f"unknown option(s) {', '.join(bad)}; valid: {', '.join(valid)}")
+            check_dataset_options(ds, opts)
+        except ValueError as exc:
+            raise fail(f"dataset.{ds}", str(exc).split(": ", 1)[1]) from None
     for pattern, values in preset.method.items():
         section = f'method."{pattern}"' if any(c in pattern for c in "*?[") else f"method.{pattern}"
         hits = METHODS.names(pattern)
