@@ -82,6 +82,7 @@ class TaskOutcome:
     error: str | None = None
     run_id: str | None = None
     note: str | None = None
+    result: dict[str, Any] | None = None  # the run's result.json content, when the worker returns it
 
 
 Executor = Callable[[list[dict[str, Any]], str, ExecutorOptions, Callable[[TaskOutcome], None]], list[TaskOutcome]]
@@ -116,8 +117,9 @@ def outcome_from(spec: dict[str, Any], result: Any) -> TaskOutcome:
     """A TaskOutcome from a worker's return value (a dict with status/run_dir/error)."""
     if not isinstance(result, dict):
         return TaskOutcome(spec, "failed", error=f"worker returned {type(result).__name__}, not a dict")
+    res = result.get("result")
     return TaskOutcome(spec, str(result.get("status", "failed")), result.get("run_dir"), result.get("error"),
-                       result.get("run_id"), result.get("note"))
+                       result.get("run_id"), result.get("note"), res if isinstance(res, dict) else None)
 
 
 _EXC_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(Error|Exception|Interrupt)): .*")

@@ -8,7 +8,7 @@
    ``run.worker.run_spec`` where the executor puts it and writes ``result.json`` into its run
    folder;
 3. this process, the submitting one, indexes each result in the store as its run ends (read
-   back from the run folder), so an interrupted grid keeps every finished run; a result that
+   back from the worker or its run folder), so an interrupted grid keeps every finished run; a result that
    cannot be indexed stays in its folder (``Outcome.store_error``; ``mrseg-bench collect``).
 
 Returns one ``run.spec.Outcome`` per spec, in plan order.
@@ -36,12 +36,13 @@ def done_run_id(store: ResultsStore, spec: RunSpec, reuse_results: bool = False)
     return done
 
 
-def _index(store: ResultsStore, o: Outcome, log: Callable[[str], None]) -> None:
-    """Index the result the run wrote (when its folder holds the outcome's run)."""
+def _index(store: ResultsStore, o: Outcome, result: dict | None, log: Callable[[str], None]) -> None:
+    """Index the run's result: the one the worker returned, else the one its folder holds."""
     if o.run_id is None or o.run_dir is None:
         return
     try:
-        result = read_result(Path(o.run_dir) / RESULT_FILE)
+        if result is None:
+            result = read_result(Path(o.run_dir) / RESULT_FILE)
         if result["run"]["run_id"] != o.run_id:
             return
         o.result = result
@@ -98,7 +99,7 @@ def run_grid(plan: Plan, out: str | Path = "runs", store_path: str | Path = "run
                 log(f"skip {spec.label}: {task.note or 'done'}")
             else:
                 log(f"done {spec.label} -> {o.run_dir}")
-            _index(store, o, log)
+            _index(store, o, task.result, log)
             outcomes[i] = o
             if progress:
                 progress(o)

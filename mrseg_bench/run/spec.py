@@ -113,10 +113,12 @@ class Outcome:
     store_error: str | None = None  # the store could not index the result (it stays in the folder)
 
     def summary(self) -> dict[str, Any]:
-        """A JSON-able outcome (what a worker returns to its executor)."""
+        """A JSON-able outcome (what a worker returns to its executor), with the result it wrote
+        (``result``: also when the disk refused ``result.json``)."""
         return {"status": Status(self.status).value, "run_id": self.run_id, "error": self.error, "note": self.note,
                 "run_dir": None if self.run_dir is None else str(self.run_dir), "method": self.spec.method,
-                "dataset": self.spec.dataset, "seed": self.spec.seed, "config_hash": self.spec.config_hash}
+                "dataset": self.spec.dataset, "seed": self.spec.seed, "config_hash": self.spec.config_hash,
+                "result": self.result}
 
 
 def spec_to_json(spec: RunSpec) -> dict[str, Any]:
@@ -140,11 +142,11 @@ def spec_from_json(data: Any) -> RunSpec:
             raise UsageError(f"spec: {key!r} is missing or not a {tp.__name__}")
     if data.get("data_root") is not None and not isinstance(data["data_root"], str):
         raise UsageError("spec: 'data_root' must be a string or null")
-    try:  # they become folder names (the experiment is slugged)
-        for key in ("method", "dataset"):
-            check_name(data[key], f"spec: {key}")
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    for key in ("method", "dataset"):  # they become folder names (the experiment is slugged)
+        try:
+            check_name(data[key], key)
+        except ValueError as exc:
+            raise UsageError(f"spec: not a valid name: {exc}") from None
     config = data["config"]
     if config_hash(config) != data["config_hash"]:
         raise UsageError("spec: config_hash does not match its config (edited by hand?)")
