@@ -234,7 +234,7 @@ def _run_on_executor(executor, plan, out, store_path, opts, reuse_results, quiet
     try:
         with bar:
             task = bar.add_task("runs", total=len(plan.specs))
-            return run_grid(plan, out, store_path, executor=executor, options=opts, reuse_results=reuse_results,
+            return run_grid(plan, out, store_path, executor=executor, options=opts, reuse_results=reuse_results, quiet=quiet,
                             progress=lambda o: bar.advance(task), log=log)
     except ValueError as exc:  # engine not installed, no Slurm here, ...
         raise _usage(str(exc)) from None

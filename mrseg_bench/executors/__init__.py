@@ -15,6 +15,7 @@ process pool, Ray or Slurm decide where and when each run executes.
 
 from __future__ import annotations
 
+from . import local, ray_executor, slurm_executor  # noqa: E402, F401 - the built-in executors register here
 from .base import (
     EXECUTORS,
     ExecutorOptions,

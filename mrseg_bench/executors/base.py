@@ -28,10 +28,13 @@ DEFAULT_WORKER = "mrseg_bench.run.worker:run_spec"
 class LocalOptions:
     """``jobs``: runs at once on this machine (1: one after another in this process; N > 1: N
     worker processes); ``threads``: torch threads per worker process (None:
-    ``engine.threads.thread_budget``; a run's own ``run.num_threads`` wins)."""
+    ``engine.threads.thread_budget``; a run's own ``run.num_threads`` wins). With ``jobs = 1``
+    and a ``log``, the worker is called with ``quiet`` and ``log`` (progress bars, its messages)."""
 
     jobs: int = 1
     threads: int | None = None
+    quiet: bool = True
+    log: Callable[[str], None] | None = None
 
 
 @dataclass
@@ -108,9 +111,10 @@ def resolve_worker(path: str) -> Callable[..., dict[str, Any]]:
     return fn
 
 
-def call_worker(path: str, spec: dict[str, Any], out: str, force: bool = False) -> dict[str, Any]:
-    """Run one spec in the current process (what a pool process, a Ray task or a submitit job executes)."""
-    return resolve_worker(path)(spec, out, force=force)
+def call_worker(path: str, spec: dict[str, Any], out: str, force: bool = False, **kw: Any) -> dict[str, Any]:
+    """Run one spec in the current process (what a pool process, a Ray task or a submitit job
+    executes); ``kw`` goes to the worker (the local executor's ``quiet``/``log``)."""
+    return resolve_worker(path)(spec, out, force=force, **kw)
 
 
 def outcome_from(spec: dict[str, Any], result: Any) -> TaskOutcome:
@@ -139,8 +143,6 @@ def execute(name: str, specs: Sequence[dict[str, Any]], out: str | Path,
     """Run every spec with executor ``name``; one outcome per spec, in the order of ``specs``.
     ``progress`` is called (in this process) as each run finishes. ValueError for an unknown
     executor or worker."""
-    from . import local, ray_executor, slurm_executor  # noqa: F401 - they register themselves
-
     options = options or ExecutorOptions()
     if name not in EXECUTORS:
         raise ValueError(f"executor {name!r}: choose one of {', '.join(EXECUTORS.names())}")

@@ -79,8 +79,11 @@ def run_grid(plan: Plan, out: str | Path = "runs", store_path: str | Path = "run
             outcomes[i] = Outcome(plan.specs[i], Status.SKIPPED, done, run_dir=spec.run_dir(out), note="done")
             if progress:
                 progress(outcomes[i])
-        if executor == "local" and options.local.jobs == 1:  # in this process: the planner's data
+        here = executor == "local" and options.local.jobs == 1
+        if here:  # in this process: the planner's data, and the worker logs itself
             from ..run.worker import remember_dataset
+
+            options.local.quiet, options.local.log = quiet, log
 
             for spec in plan.specs:
                 if spec.dataset in plan.datasets:
@@ -93,7 +96,9 @@ def run_grid(plan: Plan, out: str | Path = "runs", store_path: str | Path = "run
             spec = plan.specs[i]
             o = Outcome(spec, Status(task.status), task.run_id, task.error,
                         Path(task.run_dir) if task.run_dir else spec.run_dir(out), note=task.note)
-            if o.status is Status.FAILED:
+            if here:
+                pass
+            elif o.status is Status.FAILED:
                 log(f"FAILED {spec.label}: {task.error}")
             elif o.status is Status.SKIPPED:
                 log(f"skip {spec.label}: {task.note or 'done'}")

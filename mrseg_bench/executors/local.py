@@ -26,9 +26,9 @@ def _label(spec) -> str:
     return f"{spec.get('method', '?')} {spec.get('dataset', '?')} seed {spec.get('seed', '?')}"
 
 
-def _one(worker: str, spec, out: str, force: bool) -> TaskOutcome:
+def _one(worker: str, spec, out: str, force: bool, **kw) -> TaskOutcome:
     try:
-        return outcome_from(spec, call_worker(worker, spec, out, force))
+        return outcome_from(spec, call_worker(worker, spec, out, force, **kw))
     except Exception as exc:  # noqa: BLE001 - one failing run must not stop the grid
         return failed(spec, exc)
 
@@ -40,7 +40,8 @@ def _in_process(specs, out, options, progress) -> list[TaskOutcome]:
             if flag.signum is not None:
                 raise RunInterrupted(f"the grid before {_label(spec)}", Path(out) / str(spec.get("run_dir", "")),
                                      None, flag.exit_code)
-            o = _one(options.worker, spec, out, options.force)
+            kw = {} if options.local.log is None else {"quiet": options.local.quiet, "log": options.local.log}
+            o = _one(options.worker, spec, out, options.force, **kw)
             progress(o)
             outcomes.append(o)
     return outcomes
