@@ -475,11 +475,6 @@ class ResultsStore:
         df = df.drop_duplicates("result_key", keep="last")
         return df.sort_values(["started_at", "run_id"], na_position="first").reset_index(drop=True)
 
-    def latest_runs(self, status: str = "done") -> pd.DataFrame:
-        """Deprecated: ``select_runs(experiment="*", status=status)`` (every experiment; one row
-        per distinct config and seed). Kept until the reports use ``select_runs``."""
-        return self.select_runs(experiment=ALL_EXPERIMENTS, status=status)
-
 
 def _load_json(text: Any) -> Any:
     try:

@@ -173,17 +173,23 @@ class PHiSegLikelihood(nn.Module):
         return acc
 
 
+def check_sizes(n0: int, levels: int, latent_levels: int, latent_channels: int) -> tuple[int, ...]:
+    """The encoder channels (``phiseg_channels``) after checking the sizes; ValueError otherwise.
+    Builds nothing, so a config is validated without a model."""
+    if n0 < 1 or latent_channels < 1 or not 1 <= latent_levels <= levels:
+        raise ValueError(f"phiseg: need n0 >= 1, latent_channels >= 1 and 1 <= latent_levels <= levels;"
+                         f" got n0={n0}, latent_channels={latent_channels}, "
+                         f"latent_levels={latent_levels}, levels={levels}")
+    return phiseg_channels(n0, levels)
+
+
 class PHiSegModel(nn.Module):
     """Prior, posterior and likelihood nets. ``forward(images)``: one prior sample's logits."""
 
     def __init__(self, in_channels: int, n0: int = 32, levels: int = 7, latent_levels: int = 5,
                  latent_channels: int = 2) -> None:
         super().__init__()
-        if n0 < 1 or latent_channels < 1 or not 1 <= latent_levels <= levels:
-            raise ValueError(f"phiseg: need n0 >= 1, latent_channels >= 1 and 1 <= latent_levels <= levels;"
-                             f" got n0={n0}, latent_channels={latent_channels}, "
-                             f"latent_levels={latent_levels}, levels={levels}")
-        channels = phiseg_channels(n0, levels)
+        channels = check_sizes(n0, levels, latent_levels, latent_channels)
         self.levels = levels
         self.prior = LatentHierarchy(in_channels, channels, latent_levels, latent_channels, n0)
         self.posterior = LatentHierarchy(in_channels + 1, channels, latent_levels, latent_channels, n0)
@@ -267,7 +273,7 @@ class PHiSeg(Method):
         if cfg.kl_base <= 0 or cfg.kl_weight < 0 or cfg.sample_chunk < 1:
             raise ValueError(f"phiseg: need kl_base > 0, kl_weight >= 0, sample_chunk >= 1; got "
                              f"{cfg.kl_base}, {cfg.kl_weight}, {cfg.sample_chunk}")
-        PHiSegModel(1, 1, cfg.levels, cfg.latent_levels, cfg.latent_channels)  # validates sizes
+        check_sizes(cfg.n0, cfg.levels, cfg.latent_levels, cfg.latent_channels)
         super().__init__(cfg)
 
     def build(self, dataset_info: DatasetInfo) -> nn.Module:

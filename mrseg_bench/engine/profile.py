@@ -5,8 +5,9 @@ inference throughput, latency p50/p95, peak memory per phase. Rows are ``{"name"
 - ``flops_per_image``: ``torch.utils.flop_counter.FlopCounterMode`` over one ``predict`` of a batch
   of one image at the method's sample count (matmul/conv FLOPs, 2 per multiply-add).
 - ``train_images_per_s_<stage>``: for EVERY stage of ``method.stages()``, on a deep copy of the
-  model (the trained weights and the RNG are untouched): ``begin_stage``, Adam over
-  ``stage_parameters``, ``train_mode``, ``warmup`` untimed steps, then ``steps`` timed steps
+  model (the trained weights and the RNG are untouched): ``begin_stage``, the training's
+  optimiser (``engine.optim.build_optimizer``: Adam over the method's ``param_groups``, each at
+  its lr), ``train_mode``, ``warmup`` untimed steps, then ``steps`` timed steps
   (forward, backward, optimiser step) -> batch size x steps / time. ``train_images_per_s`` is the
   whole schedule's rate: sum of epochs / sum(epochs_k / rate_k) (each stage weighted by its
   epochs). The run's real training wall time and images/s are in its ``train_log.jsonl``.
@@ -52,6 +53,7 @@ from torch import nn
 from ..method import Method, Stage
 from ..types import MultiRaterBatch
 from .device import autocast, get_rng_state, set_rng_state, synchronize
+from .optim import build_optimizer
 
 MIN_REPEATS_P95 = 20
 MIN_TRAIN_STEPS = 3
@@ -100,10 +102,9 @@ def _train_step(method: Method, net: nn.Module, stage: Stage, batch: MultiRaterB
     """One optimiser step of ``stage`` on ``net`` (modified in place); None if the stage
     trains no parameter."""
     method.begin_stage(net, stage)
-    params = method.stage_parameters(net, stage)
-    if not params:
+    if not any(g["params"] for g in method.param_groups(net, stage)):
         return None
-    opt = torch.optim.Adam(params, lr=stage.lr, weight_decay=stage.weight_decay)
+    opt = build_optimizer(method, net, stage)  # the training's optimiser: its groups and lrs
     runnable = torch.compile(net) if compile else net
     method.train_mode(runnable, stage)
 

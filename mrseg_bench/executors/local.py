@@ -4,7 +4,9 @@
 ``RunInterrupted``; one during a run is handled by the worker: it writes ``last`` and stops).
 ``jobs = N > 1``: N worker processes (``spawn``: each starts a fresh interpreter, so no torch
 state is shared through ``fork``), each limited to ``threads`` torch threads (default
-``engine.threads.thread_budget(cores, N)``; a run's ``run.num_threads`` wins). ``progress`` is
+``engine.threads.thread_budget(cores, N)``; a run's ``run.num_threads`` wins); a worker
+process imports the plugin modules of this one (``plugin_modules``), so a method registered on
+import of its module runs there too (one registered by a function call does not). ``progress`` is
 called in this process as each run ends. On Ctrl-C the runs not started are cancelled, the running
 ones (which got the signal too) write their ``last`` checkpoint, and the interruption is raised;
 finished runs have been reported already.
@@ -47,12 +49,30 @@ def _in_process(specs, out, options, progress) -> list[TaskOutcome]:
     return outcomes
 
 
-def _init_process(threads: int) -> None:
-    """A pool process's start: its thread budget (before torch starts its pools)."""
+def plugin_modules() -> list[str]:
+    """Modules outside the package that registered methods or datasets in this process (a
+    plugin, a test's tiny method): a worker process imports them to see the same registry."""
+    from ..registry import DATASETS, METHODS
+
+    mods = {getattr(e, "factory", e).__module__ for _, e in METHODS.items()}
+    mods |= {getattr(f, "__module__", "") for _, f in DATASETS.items()}
+    return sorted(m for m in mods if m and m != "__main__" and not m.startswith("mrseg_bench."))
+
+
+def _init_process(threads: int, modules: list[str]) -> None:
+    """A pool process's start: its thread budget (before torch starts its pools), then the
+    plugin modules of the submitting process (those that register on import)."""
+    import importlib
+
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
     import torch
 
     torch.set_num_threads(threads)
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - its runs fail naming the unknown method instead
+            pass
 
 
 def _in_pool(specs, out, options, progress) -> list[TaskOutcome]:
@@ -60,7 +80,7 @@ def _in_pool(specs, out, options, progress) -> list[TaskOutcome]:
     threads = options.local.threads or thread_budget(os.cpu_count(), jobs)
     outcomes: list[TaskOutcome | None] = [None] * len(specs)
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_process, initargs=(threads,))
+                               initializer=_init_process, initargs=(threads, plugin_modules()))
     futures: dict[Future, int] = {}
     try:
         futures = {pool.submit(_one, options.worker, spec, out, options.force): i for i, spec in enumerate(specs)}

@@ -2,10 +2,11 @@
 
 ``load_results(store_path, experiment=None) -> Results(runs, metrics, profile)``.
 
-Selection. Every done run is read; a run's identity is its experiment, dataset, protocol,
-metric settings (convention, GED estimator, NCC maps, threshold), method, overrides and seed,
-and the latest finished run per identity is kept (a rerun replaces an older one; two
-configurations never replace each other). ``experiment`` names the experiment to report; with
+Selection. The store's rule, ``ResultsStore.select_runs``: of the done runs with one config
+(everything hashed but the code identity: data fingerprint, run and method config, seed, ...)
+the latest finished is kept (a rerun on newer code replaces an older one; two configurations
+never replace each other). A dataset name holding several data fingerprints is labelled per
+fingerprint (``label_data``). ``experiment`` names the experiment to report; with
 None the store must hold exactly one, else ``SelectionError`` lists the choices.
 
 Columns added to ``runs``: ``experiment`` (the ``experiment`` column, else the preset: stores
@@ -26,8 +27,6 @@ from typing import Any
 import pandas as pd
 
 METRIC_SETTINGS = {"ged_estimator": "all_pairs", "ncc_maps": "soft", "threshold": 0.5}
-IDENTITY = ["experiment", "dataset", "protocol", "convention", *METRIC_SETTINGS, "method",
-            "overrides_key", "seed"]
 
 
 class SelectionError(ValueError):
@@ -90,12 +89,18 @@ def annotate(runs: pd.DataFrame) -> pd.DataFrame:
     return runs
 
 
-def latest_per_identity(runs: pd.DataFrame) -> pd.DataFrame:
-    """The latest finished run per identity (``IDENTITY``)."""
-    if runs.empty:
+def label_data(runs: pd.DataFrame) -> pd.DataFrame:
+    """A dataset name whose runs hold several data fingerprints (two user ``folder`` datasets
+    in one experiment) is shown as ``<name>@<first 8 hex digits of the fingerprint>`` per
+    fingerprint, so distinct data never share a table or a row."""
+    if runs.empty or "data_fingerprint" not in runs:
         return runs
-    runs = runs.sort_values(["finished_at", "run_id"], na_position="first")
-    return runs.drop_duplicates(IDENTITY, keep="last").reset_index(drop=True)
+    runs = runs.copy()
+    fp = runs["data_fingerprint"].fillna("").astype(str)
+    several = fp.groupby(runs["dataset"]).transform("nunique") > 1
+    short = fp.str.removeprefix("sha256:").str[:8]
+    runs.loc[several, "dataset"] = runs.loc[several, "dataset"] + "@" + short[several]
+    return runs
 
 
 def experiment_choices(runs: pd.DataFrame) -> str:
@@ -149,15 +154,16 @@ def load_results(store_path: str | Path, experiment: str | None = None,
     A missing file raises FileNotFoundError (the store is never created by reading);
     a file that is not a results store raises ValueError naming it.
     """
-    from ..store import ResultsStore
+    from ..store import ALL_EXPERIMENTS, ResultsStore
 
     path = Path(store_path)
     if not path.is_file():
         raise FileNotFoundError(f"results store {path}: no such file")
     store = ResultsStore(path, readonly=True)
     try:
-        runs = _with_identity_columns(store.runs(status="done"), path)
-        runs = latest_per_identity(annotate(runs))
+        # the store's rule: one run per distinct config (data fingerprint included) and seed
+        runs = _with_identity_columns(store.select_runs(experiment=ALL_EXPERIMENTS), path)
+        runs = label_data(annotate(runs))
         if not runs.empty and not all_experiments:
             runs = select_experiment(runs, experiment, f"results store {path}")
         ids = runs["run_id"].tolist()
