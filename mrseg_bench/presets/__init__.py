@@ -114,7 +114,7 @@ def check_preset(preset: Preset, source: str) -> None:
             raise fail(section, f"matches no method; known: {', '.join(METHODS.names())}")
         fields: set[str] = set()
         for m in hits:
-            fields |= {f.name for f in dataclasses.fields(METHODS.get(m)().cfg)}
+            fields |= {f.name for f in dataclasses.fields(METHODS.get(m).config_cls)}
         bad = sorted(set(values) - fields)
         if bad:
             raise fail(section, f"unknown key(s) {', '.join(bad)}: no method it matches "
