@@ -116,10 +116,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def peak_memory_mb(device: torch.device) -> float:
     """CUDA ``max_memory_allocated`` on CUDA; otherwise this process's lifetime peak RSS (MB),
     which only grows across a grid: the profiler measures per phase in a fresh process instead
-    (``engine.profile``)."""
+    (``engine.profile``, ``engine.memory``)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    from .profile import peak_rss_mb
+    from .memory import peak_rss_mb
 
     return peak_rss_mb()
 
