@@ -45,6 +45,22 @@ class MethodInfo:
     description: str = ""
 
 
+#: the one default of every schedule option (engine.optim and baselines.scheduled read it here)
+SCHEDULE_DEFAULTS: dict[str, float] = {"power": 0.9, "factor": 0.5, "patience": 10, "min_lr": 0.0}
+#: the one range rule: poly ``power > 0`` (power 0 is the "constant" schedule), plateau
+#: ``0 < factor < 1`` (a factor of 1 never lowers the lr), ``patience`` an integer >= 0, ``min_lr >= 0``
+SCHEDULE_RANGES: dict[str, str] = {"power": "> 0", "factor": "in (0, 1)", "patience": "an integer >= 0",
+                                   "min_lr": ">= 0"}
+
+
+def schedule_option_ok(key: str, value: Any) -> bool:
+    """Whether schedule option ``key`` may take ``value`` (``SCHEDULE_RANGES``)."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or value != value:
+        return False
+    return {"power": value > 0, "factor": 0 < value < 1, "patience": value >= 0 and int(value) == value,
+            "min_lr": value >= 0}[key]
+
+
 SCHEDULE_OPTIONS: dict[str, frozenset[str]] = {
     "cosine": frozenset(),
     "poly": frozenset({"power"}),
@@ -59,7 +75,8 @@ class Stage:
     ``Method.param_groups``) and an lr ``schedule`` (``engine.optim.build_scheduler``):
     "cosine" (default, stepped per epoch), "poly" (``lr * (1 - epoch/epochs) ** power``),
     "plateau" (ReduceLROnPlateau on the validation monitor) or "constant"; ``schedule_options``:
-    poly ``power`` (0.9); plateau ``factor`` (0.1), ``patience`` (10), ``min_lr`` (0).
+    poly ``power`` (0.9, > 0); plateau ``factor`` (0.5, in (0, 1)), ``patience`` (10), ``min_lr``
+    (0): ``SCHEDULE_DEFAULTS`` and ``SCHEDULE_RANGES``, the same for ``baselines.scheduled``.
     ``monitor`` picks the best checkpoint on the validation split: ``"loss"`` (mean
     validation loss) or a MetricSuite metric name; ``mode`` is "min" or "max"."""
 
@@ -87,11 +104,9 @@ class Stage:
             raise ValueError(f"{where}: schedule {self.schedule!r} has no option(s) {', '.join(unknown)}; "
                              f"valid: {', '.join(sorted(allowed)) or 'none'}")
         for key, value in self.schedule_options.items():
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
-            ok = ok and {"power": value >= 0, "factor": 0 < value < 1, "patience": value >= 0 and int(value) == value,
-                         "min_lr": value >= 0}[key]
-            if not ok:
-                raise ValueError(f"{where}: schedule option {key}={value!r} is out of range")
+            if not schedule_option_ok(key, value):
+                raise ValueError(f"{where}: schedule option {key}={value!r} is out of range (must be "
+                                 f"{SCHEDULE_RANGES[key]})")
         if self.mode not in ("min", "max"):
             raise ValueError(f"{where}: mode must be 'min' or 'max', got {self.mode!r}")
 

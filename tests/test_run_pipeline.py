@@ -196,3 +196,22 @@ def test_local_executor_indexes_each_run_as_it_ends_and_reuses_results(toy_prese
     assert plan.specs[0].config_hash != out[0].spec.config_hash
     again = run_grid(plan, tmp_path / "o", store, reuse_results=True)
     assert [(o.status, o.run_id) for o in again] == [("skipped", o.run_id) for o in out]
+
+
+def test_schedule_rules_agree_between_stage_and_scheduled_configs():
+    """One rule for poly power (> 0) and the plateau factor (default 0.5, in (0, 1)): a Stage
+    and a scheduled method config accept and refuse the same values (they used to differ)."""
+    import torch
+
+    from mrseg_bench.baselines.scheduled import ScheduledConfig, check_schedule, scheduled_stage
+    from mrseg_bench.engine.optim import build_scheduler
+    from mrseg_bench.method import Stage
+
+    with pytest.raises(ValueError, match="power"):
+        Stage("s", 2, 1.0, schedule="poly", schedule_options={"power": 0})
+    with pytest.raises(ValueError, match="poly_power"):
+        check_schedule(ScheduledConfig(schedule="poly", poly_power=0), "m")
+    plain = Stage("s", 2, 1.0, schedule="plateau")
+    sched = build_scheduler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), plain)
+    assert sched.factor == ScheduledConfig().plateau_factor == 0.5
+    assert scheduled_stage(ScheduledConfig(schedule="plateau")).schedule_options["factor"] == 0.5

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ..method import MethodConfig, Stage
+from ..method import SCHEDULE_DEFAULTS, SCHEDULE_RANGES, MethodConfig, Stage, schedule_option_ok
 
 SCHEDULES = ("cosine", "poly", "plateau", "constant")
 
@@ -25,22 +25,23 @@ class ScheduledConfig(MethodConfig):
     monitor: str = "loss"
     monitor_mode: Literal["min", "max"] = "min"
     schedule: Literal["cosine", "poly", "plateau", "constant"] = "cosine"
-    poly_power: float = 0.9
-    plateau_factor: float = 0.5
-    plateau_patience: int = 10
-    min_lr: float = 0.0
+    poly_power: float = SCHEDULE_DEFAULTS["power"]
+    plateau_factor: float = SCHEDULE_DEFAULTS["factor"]
+    plateau_patience: int = int(SCHEDULE_DEFAULTS["patience"])
+    min_lr: float = SCHEDULE_DEFAULTS["min_lr"]
 
 
 def check_schedule(cfg: ScheduledConfig, where: str) -> None:
     """ValueError naming ``where`` for an unknown schedule or out-of-range option."""
     if cfg.schedule not in SCHEDULES:
         raise ValueError(f"{where}: schedule must be one of {', '.join(SCHEDULES)}, got {cfg.schedule!r}")
-    if cfg.lr <= 0 or cfg.weight_decay < 0 or cfg.min_lr < 0:
-        raise ValueError(f"{where}: need lr > 0, weight_decay >= 0, min_lr >= 0; got "
-                         f"{cfg.lr}, {cfg.weight_decay}, {cfg.min_lr}")
-    if cfg.poly_power <= 0 or not 0 < cfg.plateau_factor < 1 or cfg.plateau_patience < 0:
-        raise ValueError(f"{where}: need poly_power > 0, 0 < plateau_factor < 1, plateau_patience >= 0; "
-                         f"got {cfg.poly_power}, {cfg.plateau_factor}, {cfg.plateau_patience}")
+    if cfg.lr <= 0 or cfg.weight_decay < 0:
+        raise ValueError(f"{where}: need lr > 0, weight_decay >= 0; got {cfg.lr}, {cfg.weight_decay}")
+    for key, field_name in (("power", "poly_power"), ("factor", "plateau_factor"), ("patience", "plateau_patience"),
+                            ("min_lr", "min_lr")):  # the Stage's own rule (method.SCHEDULE_RANGES)
+        value = getattr(cfg, field_name)
+        if not schedule_option_ok(key, value):
+            raise ValueError(f"{where}: {field_name}={value!r} is out of range (must be {SCHEDULE_RANGES[key]})")
 
 
 def scheduled_stage(cfg: ScheduledConfig, name: str = "train") -> Stage:

@@ -8,9 +8,10 @@
 the lr below; every group scales its own base lr ``lr0``):
 
 - ``"cosine"`` (default): ``lr0 * (1 + cos(pi * e / epochs)) / 2`` (CosineAnnealingLR, eta_min 0);
-- ``"poly"``: ``lr0 * (1 - e / epochs) ** power`` (``schedule_options["power"]``, 0.9);
+- ``"poly"``: ``lr0 * (1 - e / epochs) ** power`` (``schedule_options["power"]``, 0.9, > 0);
 - ``"plateau"``: ReduceLROnPlateau on the stage's validation monitor (``stage.mode``):
-  ``factor`` (0.1), ``patience`` (10), ``min_lr`` (0); stepped only after a validation;
+  ``factor`` (0.5, in (0, 1)), ``patience`` (10), ``min_lr`` (0); stepped only after a validation
+  (defaults and ranges: ``method.SCHEDULE_DEFAULTS`` / ``SCHEDULE_RANGES``);
 - ``"constant"``: ``lr0``.
 
 Per-epoch schedules are stepped by ``step_per_epoch`` at the end of each epoch, the plateau
@@ -27,7 +28,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
-from ..method import SCHEDULE_OPTIONS, Method, Stage
+from ..method import SCHEDULE_DEFAULTS, SCHEDULE_OPTIONS, Method, Stage
 
 Scheduler = LRScheduler | ReduceLROnPlateau
 
@@ -75,10 +76,11 @@ def build_scheduler(optimizer: torch.optim.Optimizer, stage: Stage) -> Scheduler
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     if stage.schedule == "poly":
         return torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=epochs,
-                                                     power=float(opts.get("power", 0.9)))
+                                                     power=float(opts.get("power", SCHEDULE_DEFAULTS["power"])))
     if stage.schedule == "plateau":
-        return ReduceLROnPlateau(optimizer, mode=stage.mode, factor=float(opts.get("factor", 0.1)),
-                                 patience=int(opts.get("patience", 10)), min_lr=float(opts.get("min_lr", 0.0)))
+        o = {**SCHEDULE_DEFAULTS, **opts}
+        return ReduceLROnPlateau(optimizer, mode=stage.mode, factor=float(o["factor"]), patience=int(o["patience"]),
+                                 min_lr=float(o["min_lr"]))
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
