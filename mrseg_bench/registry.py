@@ -13,7 +13,6 @@ import inspect
 import logging
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Generic, TypeVar
 
@@ -114,14 +113,22 @@ class Registry(Generic[T]):
         self._items.pop(name, None)
 
 
-@dataclass(frozen=True)
 class MethodEntry:
     """A registered method: ``factory(cfg=None) -> Method`` and its config dataclass
     ``config_cls``, so a method's default config (``config_cls()``) and its field names need no
-    method object. Calling the entry calls the factory."""
+    method object. ``config_cls`` is given at registration or read from the annotation of the
+    factory's first parameter (``cfg: X | None = None``); a factory with neither is asked once,
+    for ``factory().cfg``'s class. Calling the entry calls the factory."""
 
-    factory: Callable[..., Any]
-    config_cls: type
+    def __init__(self, factory: Callable[..., Any], config_cls: type | None = None) -> None:
+        self.factory = factory
+        self._config_cls = config_cls or _annotated_config(factory)
+
+    @property
+    def config_cls(self) -> type:
+        if self._config_cls is None:
+            self._config_cls = type(self.factory().cfg)
+        return self._config_cls
 
     def __call__(self, cfg: Any = None) -> Any:
         return self.factory(cfg)
@@ -130,8 +137,8 @@ class MethodEntry:
         return self.config_cls()
 
 
-def _config_class(factory: Callable[..., Any], name: str) -> type:
-    """The config dataclass annotated on ``factory``'s first parameter (``cfg: X | None``)."""
+def _annotated_config(factory: Callable[..., Any]) -> type | None:
+    """The config dataclass annotated on ``factory``'s first parameter (``cfg: X | None``), or None."""
     import dataclasses
     import types
     import typing
@@ -140,13 +147,10 @@ def _config_class(factory: Callable[..., Any], name: str) -> type:
         params = list(inspect.signature(factory).parameters)
         hint = typing.get_type_hints(factory).get(params[0]) if params else None
     except (TypeError, ValueError, NameError):
-        hint = None
+        return None
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         hint = next((a for a in typing.get_args(hint) if a is not type(None)), None)
-    if not (isinstance(hint, type) and dataclasses.is_dataclass(hint)):
-        raise RegistryError(f"method {name!r}: give its config class: @register_method({name!r}, config=Cls), "
-                            "or annotate the factory's first parameter (cfg: Cls | None = None)")
-    return hint
+    return hint if isinstance(hint, type) and dataclasses.is_dataclass(hint) else None
 
 
 class MethodRegistry(Registry[MethodEntry]):
@@ -154,7 +158,7 @@ class MethodRegistry(Registry[MethodEntry]):
 
     def add(self, name: str, obj: Any, config_cls: type | None = None) -> None:
         if not isinstance(obj, MethodEntry):
-            obj = MethodEntry(obj, config_cls or _config_class(obj, name))
+            obj = MethodEntry(obj, config_cls)
         super().add(name, obj)
 
 

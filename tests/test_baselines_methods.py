@@ -12,7 +12,7 @@ from mrseg_bench.types import Capability, DatasetInfo, MultiRaterBatch
 
 # every registered baseline, found from the registry (the contract for every method, built-in or
 # plugin, is tests/test_method_contract.py)
-BASELINES = sorted(n for n, f in METHODS.items() if f.__module__.startswith("mrseg_bench.baselines"))
+BASELINES = sorted(n for n, e in METHODS.items() if e.factory.__module__.startswith("mrseg_bench.baselines"))
 INFO = DatasetInfo("blobs", 1, 3, ("r0", "r1", "r2"), (32, 32))
 STAGE = Stage("train", epochs=1, lr=1e-3)
 

@@ -72,7 +72,7 @@ def _names() -> list[str]:
 @pytest.fixture(autouse=True, scope="module")
 def plugin_registered():
     if PLUGIN not in METHODS:
-        METHODS.add(PLUGIN, lambda cfg=None: PluginMethod(cfg or PluginConfig()))
+        METHODS.add(PLUGIN, lambda cfg=None: PluginMethod(cfg or PluginConfig()), PluginConfig)
     yield
     METHODS.remove(PLUGIN)
 

@@ -296,7 +296,7 @@ def _table(kind: str, key: dict, rows: list[str], columns: list[Column], stats: 
     seeds = runs[runs["row"].isin(shown)].groupby("row")["seed"].nunique().reindex(shown).fillna(0)
     tested = [r for r in shown if r != ref and seeds[r] >= MIN_SEEDS_FOR_SIGNIFICANCE] \
         if ref is not None and seeds[ref] >= MIN_SEEDS_FOR_SIGNIFICANCE else []
-    # issue 17: a paired test over cases says nothing about seed-to-seed variation, so fewer
+    # a paired test over cases says nothing about seed-to-seed variation, so fewer
     # than MIN_SEEDS_FOR_SIGNIFICANCE seeds per row give no test (p NaN, no marker)
     pvalue.loc[~pvalue.index.isin(tested)] = np.nan
     significance = any(c.significance for c in columns)
