@@ -107,5 +107,20 @@ def test_run_package_never_imports_reports():
     assert {v: ws for v, ws in bad.items() if ws} == {}
 
 
+def test_every_package_import_resolves():
+    """A relative import (also one inside a function) names a module or package that exists."""
+    known = modules()
+    missing = []
+    for name, path in known.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([node.module] if node.module else [])])
+                if base not in known:
+                    missing.append(f"{name}: from {'.' * node.level}{node.module or ''}")
+    assert missing == []
+
+
 def test_one_module_is_called_worker():
     assert [m for m in modules() if m.rpartition(".")[2] == "worker"] == ["mrseg_bench.run.worker"]

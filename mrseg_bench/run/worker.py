@@ -203,7 +203,7 @@ def _train_evaluate_profile(spec: RunSpec, dataset, work_dir: Path, quiet: bool,
                     channels_last=cfg.channels_last, max_cases=cfg.max_eval_cases)
     eval_wall = time.perf_counter() - t_eval
     if cfg.aggregate == "volume":  # one row per volume: the mean of its slices (datasets/volumes.py)
-        from .datasets.volumes import per_volume_rows, volume_lookup
+        from ..datasets.volumes import per_volume_rows, volume_lookup
 
         rows = per_volume_rows(rows, volume_lookup(dataset))
     rows += reference_rows(dataset, limit(list(split.test), cfg.max_eval_cases))  # e.g. the synthetic oracle
