@@ -215,3 +215,37 @@ def test_schedule_rules_agree_between_stage_and_scheduled_configs():
     sched = build_scheduler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), plain)
     assert sched.factor == ScheduledConfig().plateau_factor == 0.5
     assert scheduled_stage(ScheduledConfig(schedule="plateau")).schedule_options["factor"] == 0.5
+
+
+def test_executors_are_a_registry_and_run_grid_uses_the_one_named(toy_preset, tmp_path):
+    """An executor registered like a method is the one ``run_grid`` submits to; unknown names
+    list the registered ones."""
+    from mrseg_bench.executors import EXECUTORS, register_executor
+    from mrseg_bench.executors.grid import run_grid
+    from mrseg_bench.executors.local import run_local
+    from mrseg_bench.run.plan import plan_grid
+
+    calls = []
+
+    @register_executor("spy")
+    def spy(specs, out, options, progress):
+        calls.append([s["seed"] for s in specs])
+        return run_local(specs, out, options, progress)
+
+    try:
+        assert {"local", "ray", "slurm", "spy"} <= set(EXECUTORS.names())
+        out = run_grid(plan_grid("toy", "toyset", [0, 1], toy_preset), tmp_path / "o", tmp_path / "s.sqlite",
+                       executor="spy")
+        assert calls == [[0, 1]] and [o.status for o in out] == ["done", "done"]
+        with pytest.raises(ValueError, match="choose one of local, ray, slurm, spy"):
+            run_grid(plan_grid("toy", "toyset", [2], toy_preset), tmp_path / "o", tmp_path / "s.sqlite",
+                     executor="nope")
+    finally:
+        EXECUTORS.remove("spy")
+
+
+def test_thread_budget_splits_the_cores():
+    from mrseg_bench.engine.threads import thread_budget
+
+    assert [thread_budget(2, 1), thread_budget(2, 2), thread_budget(16, 3), thread_budget(1, 4),
+            thread_budget(None, 1), thread_budget(8, 0)] == [2, 1, 5, 1, 1, 8]
