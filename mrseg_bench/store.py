@@ -467,7 +467,10 @@ class ResultsStore:
         if df.empty:
             return df.assign(config_key=pd.Series(dtype=str), result_key=pd.Series(dtype=str)).reset_index(drop=True)
         # the row's own columns join the config: an old row's config may lack some of them
-        cols = df[["method", "dataset", "experiment", "seed"]].astype(str).values.tolist()
+        ident = df.assign(protocol=df["protocol"].fillna("").replace("", "default"),
+                          convention=df["convention"].fillna("").replace("", "standard"))
+        cols = ident[["method", "dataset", "experiment", "protocol", "convention", "overrides_json", "seed"]
+                     ].astype(str).values.tolist()
         configs = [_load_json(c) for c in df["config_json"]]
         df = df.assign(result_key=[_key(c, CODE_KEYS, r) for c, r in zip(configs, cols, strict=True)],
                        config_key=[_key(c, (*CODE_KEYS, "seed"), r[:-1]) for c, r in zip(configs, cols, strict=True)])
@@ -485,7 +488,7 @@ def _load_json(text: Any) -> Any:
 
 def _key(config: Any, drop: tuple[str, ...], row: list[str]) -> str:
     """sha256[:16] of ``config`` without the ``drop`` keys plus the row's own identifying columns
-    (method, dataset, experiment[, seed]). A row without a readable config
+    (method, dataset, experiment, protocol, convention, overrides[, seed]). A row without a readable config
     is keyed by those columns alone (the latest such run wins, as before run identity existed)."""
     cfg = {k: v for k, v in config.items() if k not in drop} if isinstance(config, dict) else {}
     return sha256_json([cfg, row])[:16]
