@@ -324,6 +324,18 @@ class SyntheticMultiRater(MultiRaterDataset):
         out["shared mask"] = sc["shared"].mean(0).tolist()
         return out
 
+    def data_summary(self, indices: list[int] | None = None) -> dict[str, Any]:
+        """What ``mrseg-bench data check`` prints for this set, over ``indices`` (default: every
+        case): the generator version and knobs, the mean per-rater Dice of the ``oracle``,
+        ``attainable`` and ``shared mask`` references, and the disagreement split."""
+        sc = self._scores(indices)
+        return {"version": self.version, "knobs": self.knobs.as_dict() if self.version == 2 else {},
+                "references": {"oracle": sc["oracle"].mean(0).tolist(),
+                               "attainable": sc["attainable"].mean(0).tolist(),
+                               "shared mask": sc["shared"].mean(0).tolist()},
+                "disagreement_split": {"style": float(sc["style"].mean()),
+                                       "ambiguity": float(sc["ambiguity"].mean())}}
+
     def reference_values(self, indices: list[int]) -> dict[str, float]:
         """Version 2's data-level references for the cases ``indices``: the two parts of rater
         disagreement (``disagreement_split``), as ``"style disagreement"`` and
