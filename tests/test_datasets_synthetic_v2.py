@@ -107,6 +107,15 @@ def test_only_two_sources_without_jitter():
     assert split["style"] == 0.0 and split["ambiguity"] > 0.05
 
 
+def test_jitter_is_a_third_source_only_when_asked_and_one_rater_works():
+    ds = syn(num_cases=8, image_size=32, version=2, ambiguity=0.0, jitter=0.02)
+    oracle = ds.oracle_dice()
+    assert (oracle < 1).all() and (oracle > 0.7).all()  # the jittered masks are not the oracle's
+    one = syn(num_cases=8, image_size=32, version=2, num_raters=1)
+    assert one[0].masks.shape == (1, 32, 32) and one.disagreement_split()["style"] == 0.0
+    assert one.reference_scores([0, 1])["attainable"][0] <= one.reference_scores([0, 1])["oracle"][0]
+
+
 def test_ambiguity_is_random_per_case_and_rater(comps):
     lobed = [(p, c) for p, _, c in comps if c.has_lobe]
     assert 0.5 < len(lobed) / len(comps) < 0.95  # ambiguity = 0.75 of the cases
