@@ -157,3 +157,20 @@ def test_parameter_counts_of_both_presets(backbone, total, prior, posterior, fco
         total, prior, posterior, fcomb)
     out = model.eval()(torch.randn(1, 1, 128, 128))
     assert out.shape == (1, 1, 128, 128)
+
+
+def test_predict_latent_mean_gives_identical_samples_at_the_prior_mean():
+    """The control of issue 23: samples forced identical (every z = the prior's mean)."""
+    import dataclasses
+
+    _, model = tiny_model()
+    model.eval()
+    images = torch.randn(2, 1, 16, 16)
+    sampled = ProbUNet(KOHL_TINY).predict(model, images, 4).samples
+    mean = ProbUNet(dataclasses.replace(KOHL_TINY, predict_latent="mean")).predict(model, images, 4).samples
+    assert mean.shape == sampled.shape == (2, 4, 16, 16)
+    assert torch.equal(mean, mean[:, :1].expand_as(mean))  # N identical samples
+    assert not torch.equal(sampled, sampled[:, :1].expand_as(sampled))
+    features, prior = model.encode(images)
+    want = torch.sigmoid(model.fcomb(features, prior.mean.unsqueeze(1))[:, :, 0])
+    assert torch.allclose(mean[:, :1], want)

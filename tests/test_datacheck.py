@@ -111,6 +111,29 @@ def test_check_works_for_other_datasets(tmp_path: Path) -> None:
     assert unknown.exit_code == 2 and "folder" in unknown.output
 
 
+def test_check_synthetic_prints_the_split_and_the_references(tmp_path: Path) -> None:
+    from mrseg_bench.datasets.synthetic import synthetic
+
+    res = CliRunner().invoke(app, ["data", "check", "--dataset", "synthetic", "--set", "version=2",
+                                   "--set", "num_cases=6", "--set", "image_size=32", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    ds = synthetic(num_cases=6, image_size=32, version=2)
+    split = ds.disagreement_split()
+    oracle, att = ds.oracle_dice(), ds.attainable_dice()
+    assert f"rater disagreement split: style {split['style']:.3f}, ambiguity {split['ambiguity']:.3f}" in res.output
+    assert "generator version 2 (contrast 1, size 1, ambiguity 0.75, include_p 0.5, style 1, jitter 0)" in res.output
+    assert f"reference oracle Dice: tight {float(oracle[0]):.3f}" in res.output
+    assert f"reference attainable Dice: tight {float(att[0]):.3f}" in res.output
+    assert f"mean {float(att.mean()):.3f}" in res.output
+    gen = json.loads((tmp_path / "o" / "summary.json").read_text())["generated"]
+    assert gen["references"]["attainable"] == pytest.approx(att.tolist())
+    assert gen["disagreement_split"] == pytest.approx(split) and gen["version"] == 2
+    # version 1: the same lines (no ambiguity); datasets without hidden objects print none
+    one = check_dataset("synthetic", None, {"num_cases": 4, "image_size": 32})
+    assert one.summary["generated"]["disagreement_split"]["ambiguity"] == 0.0
+    assert "generated" not in check_dataset("folder", _folder(tmp_path / "f"), {}).summary
+
+
 def test_keep_slices_and_per_volume_rows() -> None:
     fg = np.array([0, 0, 1, 0, 0, 0, 1, 0], bool)
     assert keep_slices(fg, "all").tolist() == list(range(8))

@@ -145,6 +145,24 @@ def test_experiment_labels_the_grid_and_its_folders(toy_lidc, tmp_path):
     assert conv.config_hash != default.config_hash and conv.overrides == {"run.convention": "dpersona"}
 
 
+def test_synthetic_generator_version_and_knobs_are_in_the_run_identity(tmp_path):
+    preset = tmp_path / "toy.toml"
+    preset.write_text(toys.preset_toml("synthetic", description="toy synthetic", num_cases=12, image_size=32,
+                                       profile=False))
+    with toys.registered():
+        specs = {name: plan_grid("toy", "synthetic", [0], str(preset), sets).specs[0] for name, sets in (
+            ("v1", []), ("v2", ["dataset.version=2"]), ("v2 faint", ["dataset.version=2", "dataset.contrast=0.5"]),
+            ("v2 again", ["dataset.version=2"]))}
+        with pytest.raises(UsageError, match="contrast apply to version 2 only"):
+            plan_grid("toy", "synthetic", [0], str(preset), ["dataset.contrast=0.5"])
+    v1, v2, faint = specs["v1"], specs["v2"], specs["v2 faint"]
+    assert len({v1.data_fingerprint, v2.data_fingerprint, faint.data_fingerprint}) == 3
+    assert len({v1.config_hash, v2.config_hash, faint.config_hash}) == 3
+    assert specs["v2 again"].config_hash == v2.config_hash  # the same options: the same run
+    assert v2.overrides == {"dataset.version": 2}
+    assert v2.config["dataset_options"]["version"] == 2 and faint.config["dataset_options"]["contrast"] == 0.5
+
+
 def test_experiment_slug():
     assert identity.experiment_slug("smoke") == "smoke"
     assert identity.experiment_slug("beta-sweep_2.v1") == "beta-sweep_2.v1"

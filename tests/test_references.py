@@ -36,6 +36,43 @@ def test_synthetic_reference_scores_are_its_oracles_on_the_given_cases():
     assert reference_rows(ds, []) == []
 
 
+def test_synthetic_version_2_adds_attainable_and_the_disagreement_split():
+    ds = SyntheticMultiRater(num_cases=10, image_size=32, version=2)
+    idx = [1, 4, 7]
+    rows = reference_rows(ds, idx)
+    per_rater = [r for r in rows if r["rater"] is not None]
+    scalar = {r["metric"]: r["value"] for r in rows if r["rater"] is None}
+    assert [r["metric"] for r in per_rater[::4]] == ["reference:oracle", "reference:attainable",
+                                                      "reference:shared mask"]
+    by = {(r["metric"], r["rater"]): r["value"] for r in per_rater}
+    att = ds.attainable_dice(idx)
+    assert [by[("reference:attainable", r)] for r in range(4)] == pytest.approx(att.tolist())
+    split = ds.disagreement_split(idx)
+    assert scalar == {"reference:style disagreement": pytest.approx(split["style"]),
+                      "reference:ambiguity disagreement": pytest.approx(split["ambiguity"])}
+    assert all(r["case_id"] == REFERENCE_CASE for r in rows)
+
+
+class _Values:  # a dataset with data-level values only
+    info = type("Info", (), {"name": "vals", "num_raters": 2})()
+
+    def __init__(self, values):
+        self.values = values
+
+    def reference_values(self, indices):
+        return self.values
+
+
+def test_reference_values_are_rows_without_a_rater():
+    rows = reference_rows(_Values({"ambiguity disagreement": 0.25}), [0])
+    assert rows == [{"case_id": REFERENCE_CASE, "metric": "reference:ambiguity disagreement", "rater": None,
+                     "value": 0.25}]
+    for bad, match in (([0.1], "must return a dict"), ({"x": 2.0}, r"must be in \[0, 1\]"),
+                       ({"x": "a"}, r"must be in \[0, 1\]"), ({" ": 0.1}, "bad reference name")):
+        with pytest.raises(ValueError, match=f"dataset 'vals'.*{match}"):
+            reference_rows(_Values(bad), [0])
+
+
 class _Plain:  # a dataset without reference scores
     pass
 
@@ -52,8 +89,9 @@ class _Bad:
 @pytest.mark.parametrize("scores, match", [
     ([0.5, 0.5], "must return a dict"),
     ({"oracle": [0.5]}, "1 values, expected one per rater"),
-    ({"oracle": [0.5, 1.5]}, r"Dice in \[0, 1\]"),
-    ({"oracle": [0.5, float("nan")]}, r"Dice in \[0, 1\]"),
+    ({"oracle": [0.5, 1.5]}, r"must be in \[0, 1\]"),
+    ({"oracle": [0.5, float("nan")]}, r"must be in \[0, 1\]"),
+    ({"oracle": [0.5, "x"]}, r"must be in \[0, 1\]"),
     ({"": [0.5, 0.5]}, "bad reference name"),
 ])
 def test_bad_reference_scores_name_the_dataset(scores, match):
@@ -71,15 +109,17 @@ def test_split_reference_rows():
     assert refs["name"].tolist() == ["oracle", "oracle"] and refs["value"].tolist() == [0.9, 0.8]
 
 
-def _store_with_references(tmp_path, seeds=(0, 1, 2), oracle=(0.99, 0.98, 0.97)):
+def _store_with_references(tmp_path, seeds=(0, 1, 2), oracle=(0.99, 0.98, 0.97), split=None):
     """Demo store (dpersona personalised, per_rater_dice 0.70 + ...; 3 raters) plus reference
-    rows stored with every run, as the runner writes them."""
+    rows stored with every run, as the runner writes them (``split``: data-level values too)."""
     store = write_demo_store(tmp_path / "s.sqlite", seeds=seeds)
     refs = {"oracle": list(oracle), "shared mask": [0.60, 0.50, 0.40]}
     with ResultsStore(store) as s:
         runs = s.runs()
     con_rows = [(rid, REFERENCE_CASE, f"reference:{n}", r, v)
                 for rid in runs["run_id"] for n, vals in refs.items() for r, v in enumerate(vals)]
+    con_rows += [(rid, REFERENCE_CASE, f"reference:{n}", None, v)
+                 for rid in runs["run_id"] for n, v in (split or {}).items()]
     import sqlite3
 
     con = sqlite3.connect(store)
@@ -123,6 +163,31 @@ def test_reference_rows_in_the_personalisation_table_are_not_ranked(tmp_path):
                                           "shared mask (reference)": True}
 
 
+def test_diversity_table_shows_the_ambiguity_part(tmp_path):
+    split = {"style disagreement": 0.412, "ambiguity disagreement": 0.093}
+    res = load_results(_store_with_references(tmp_path, split=split))
+    tables = build_tables(res)
+    div = next(t for t in tables if t.kind == "diversity")
+    assert div.reference_rows == ["ambiguity (reference)"] and div.methods[-1] == "ambiguity (reference)"
+    assert div.mean.at["ambiguity (reference)", "sample_diversity"] == pytest.approx(0.093)
+    assert not div.best().loc["ambiguity (reference)"].any()
+    assert not div.available.loc["ambiguity (reference)"].drop("sample_diversity").any()
+    note = next(n for n in div.notes if n.startswith("Rater disagreement split"))
+    assert "style part 0.412" in note and "ambiguity part 0.093" in note
+    # the per-rater table keeps its own references only
+    pers = next(t for t in tables if t.kind == "personalization")
+    assert pers.reference_rows == ["oracle (reference)", "shared mask (reference)"]
+    out = tmp_path / "out"
+    write_report(_store_with_references(tmp_path / "b", split=split), out)
+    md = (out / "synthetic_smoke_diversity.md").read_text()
+    line = next(x for x in md.splitlines() if x.startswith("| ambiguity (reference)"))
+    assert "0.093" in line and "**" not in line
+    # without a stored split the diversity table has no reference row
+    plain = next(t for t in build_tables(load_results(_store_with_references(tmp_path / "c")))
+                 if t.kind == "diversity")
+    assert plain.reference_rows == []
+
+
 def test_per_rater_figure_draws_one_line_per_reference(tmp_path, monkeypatch):
     store = _store_with_references(tmp_path)
     drawn = []
@@ -145,11 +210,12 @@ PRESET = toys.preset_toml("synthetic", description="toy preset on synthetic", nu
                           profile=False)
 
 
-def test_runner_stores_the_oracle_of_the_runs_test_cases(tmp_path):
+@pytest.mark.parametrize("version", [1, 2])
+def test_runner_stores_the_oracle_of_the_runs_test_cases(tmp_path, version):
     toys.register()
     try:
         preset = tmp_path / "toy.toml"
-        preset.write_text(PRESET)
+        preset.write_text(PRESET.replace("[dataset.synthetic]", f"[dataset.synthetic]\nversion = {version}"))
         plan = plan_grid("toy", "synthetic", [0], str(preset))
         out = run_grid(plan, tmp_path / "runs", tmp_path / "runs" / "results.sqlite")
         assert out[0].status == "done", out[0].error
@@ -160,7 +226,18 @@ def test_runner_stores_the_oracle_of_the_runs_test_cases(tmp_path):
         refs = res.references.set_index(["name", "rater"])["value"]
         assert refs.loc[("oracle", 2)] == pytest.approx(float(ds.oracle_dice(idx)[2]))
         assert refs.loc[("shared mask", 0)] == pytest.approx(float(ds.shared_oracle_dice(idx)[0]))
-        pers = next(t for t in build_tables(res) if t.kind == "personalization")
-        assert pers.reference_rows == ["oracle (reference)", "shared mask (reference)"]
+        tables = build_tables(res)
+        pers = next(t for t in tables if t.kind == "personalization")
+        div = next(t for t in tables if t.kind == "diversity")
+        if version == 1:  # as before version 2: no new rows
+            assert pers.reference_rows == ["oracle (reference)", "shared mask (reference)"]
+            assert set(res.references["name"]) == {"oracle", "shared mask"} and div.reference_rows == []
+        else:
+            assert pers.reference_rows == ["oracle (reference)", "attainable (reference)", "shared mask (reference)"]
+            assert refs.loc[("attainable", 1)] == pytest.approx(float(ds.attainable_dice(idx)[1]))
+            amb = res.references[res.references["name"] == "ambiguity disagreement"]
+            assert amb["rater"].isna().all() and len(amb) == 1
+            assert amb["value"].iloc[0] == pytest.approx(ds.disagreement_split(idx)["ambiguity"])
+            assert div.reference_rows == ["ambiguity (reference)"]
     finally:
         toys.unregister()

@@ -1,5 +1,9 @@
 """The embedded default dataset: procedural CT/MR-like patches with four raters of known style.
 
+Two generator versions (option ``version``): version 2 (``synthetic_v2``: objects the image
+determines, style and ambiguity as the two declared sources of disagreement, difficulty knobs)
+and version 1, described here and kept bit-identical so earlier numbers stay reproducible.
+
 Case ``i`` depends only on ``(seed, i)`` (``numpy.random.default_rng([seed, i])``), is generated on
 the fly (vectorised numpy/scipy, no files) and cached in memory when ``cache=True``.
 
@@ -42,11 +46,13 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from ..types import DatasetInfo, MultiRaterSample
+from . import mask_scores as ms
+from . import synthetic_v2 as v2
 from ._common import dataset_factory
 from .base import MultiRaterDataset
 
 MAX_LESIONS = 3
-GENERATOR_VERSION = 1  # part of the data fingerprint: bump when the generated content changes
+VERSIONS = (1, 2)  # part of the data fingerprint: a new version when the generated content changes
 
 
 @dataclass(frozen=True)
@@ -77,18 +83,15 @@ DEFAULT_STYLES: tuple[RaterStyle, ...] = (
 EXPECTED_AREA_ORDER: tuple[int, ...] = (0, 3, 2, 1)  # rater indices, smallest mean area first
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Dice over the last two axes; both empty -> 1."""
-    inter = (a & b).sum(axis=(-2, -1)).astype(np.float64)
-    total = a.sum(axis=(-2, -1)) + b.sum(axis=(-2, -1))
-    return np.where(total == 0, 1.0, 2 * inter / np.maximum(total, 1))
+_dice = ms.dice  # Dice over the last two axes; both empty -> 1
 
 
 class SyntheticMultiRater(MultiRaterDataset):
     """Procedural multi-rater set (see module docstring). Each case is its own group (patient)."""
 
     def __init__(self, num_cases: int = 240, image_size: int = 128, num_raters: int = 4,
-                 seed: int = 0, cache: bool = True) -> None:
+                 seed: int = 0, cache: bool = True, version: int = 1,
+                 knobs: v2.Knobs | None = None) -> None:
         if num_cases < 1:
             raise ValueError(f"synthetic: num_cases must be >= 1, got {num_cases}")
         if image_size < 16:
@@ -97,8 +100,16 @@ class SyntheticMultiRater(MultiRaterDataset):
             raise ValueError(f"synthetic: num_raters must be in 1..{len(DEFAULT_STYLES)}, got {num_raters}")
         if seed < 0:
             raise ValueError(f"synthetic: seed must be >= 0, got {seed}")
-        self.num_cases, self.size, self.seed = num_cases, image_size, seed
-        self.rater_styles: list[RaterStyle] = list(DEFAULT_STYLES[:num_raters])
+        if version not in VERSIONS:
+            raise ValueError(f"synthetic: version must be one of {', '.join(map(str, VERSIONS))}, got {version}")
+        knobs = knobs if knobs is not None else v2.Knobs()
+        if version == 1 and knobs != v2.Knobs():
+            changed = [k for k, v in knobs.as_dict().items() if v != getattr(v2.Knobs(), k)]
+            raise ValueError(f"synthetic: option(s) {', '.join(changed)} apply to version 2 only "
+                             f"(set version = 2)")
+        knobs.check()
+        self.num_cases, self.size, self.seed, self.version, self.knobs = num_cases, image_size, seed, version, knobs
+        self.rater_styles: list[RaterStyle] | list[v2.Style] = list((DEFAULT_STYLES if version == 1 else v2.STYLES)[:num_raters])
         self.expected_area_order = tuple(r for r in EXPECTED_AREA_ORDER if r < num_raters)
         self.info = DatasetInfo("synthetic", 1, num_raters, tuple(s.name for s in self.rater_styles),
                                 (image_size, image_size), "fixed")
@@ -122,9 +133,14 @@ class SyntheticMultiRater(MultiRaterDataset):
 
     def fingerprint_params(self) -> dict[str, Any]:
         """The generator parameters (the content depends on nothing else; ``cache`` does not
-        change it). Bump ``GENERATOR_VERSION`` when the generator's code changes its output."""
-        return {"generator_version": GENERATOR_VERSION, "num_cases": self.num_cases, "image_size": self.size,
-                "seed": self.seed, "rater_styles": [dataclasses.asdict(s) for s in self.rater_styles]}
+        change it): the generator version, and for version 2 its knobs. A generator change that
+        changes the output is a new version."""
+        if self.version == 1:  # exactly the keys version 1 always had: its run identities stay
+            return {"generator_version": 1, "num_cases": self.num_cases, "image_size": self.size,
+                    "seed": self.seed, "rater_styles": [dataclasses.asdict(s) for s in self.rater_styles]}
+        return {"generator_version": 2, "num_cases": self.num_cases, "image_size": self.size,
+                "seed": self.seed, "knobs": self.knobs.as_dict(),
+                "rater_styles": [dataclasses.asdict(s) for s in self.rater_styles]}
 
     # -- generation -------------------------------------------------------------------------
     def _draw(self, index: int) -> dict[str, np.ndarray]:
@@ -209,8 +225,18 @@ class SyntheticMultiRater(MultiRaterDataset):
         lesions = gaussian_filter(lesions, max(S / 96, 0.5), mode="constant")
         return (0.3 + low + mid + 0.6 * lesions + 0.04 * p["noise"]).astype(np.float32)
 
+    def _v2_case(self, index: int) -> tuple[dict[str, np.ndarray], np.ndarray, v2.Components]:
+        if not 0 <= index < self.num_cases:
+            raise IndexError(f"synthetic: index {index} out of range for {self.num_cases} cases")
+        p = v2.draw(self.seed, index, self.size, self.knobs)
+        d, basis = v2.geometry(p, self._yy, self._xx)
+        return p, d, v2.components(p, d, basis, self.info.num_raters, self.knobs)
+
     def true_mask(self, index: int) -> torch.Tensor:
-        """The hidden true object of case ``index`` as a bool [H,W] tensor."""
+        """The hidden true object of case ``index`` as a bool [H,W] tensor (version 2: the core
+        object, with the lobe when ``include_p > 1/2``)."""
+        if self.version == 2:
+            return torch.from_numpy(self._v2_case(index)[2].truth)
         d, _, _ = self._geometry(self._draw(index))
         return torch.from_numpy((d < 0).any(0))
 
@@ -220,57 +246,122 @@ class SyntheticMultiRater(MultiRaterDataset):
         if index < 0:
             index += self.num_cases
         hit = self._cache.get(index)
-        if hit is None:
+        if hit is None and self.version == 2:
+            p, d, comp = self._v2_case(index)
+            hit = (v2.render(p, d)[None], comp.masks.astype(np.uint8))
+        elif hit is None:
             p = self._draw(index)
             d, basis, used = self._geometry(p)
             masks = self._annotate(p, d, basis, used, jitter=True).astype(np.uint8)
             hit = (self._render(p, d)[None], masks)
-            if self.cache:
-                self._cache[index] = hit
+        if self.cache:
+            self._cache[index] = hit
         image, masks = hit
         return MultiRaterSample(torch.from_numpy(image.copy()), torch.from_numpy(masks.copy()),
                                 torch.ones(masks.shape[0], dtype=torch.bool),
                                 self._ids[index], self._ids[index])
 
     # -- oracles ----------------------------------------------------------------------------
-    def _oracle_scores(self, indices: list[int] | None) -> tuple[np.ndarray, np.ndarray]:
+    def _scores(self, indices: list[int] | None) -> dict[str, np.ndarray]:
+        """Per case (rows in ``indices`` order): ``oracle``, ``shared``, ``attainable`` [N,R]
+        (Dice against the raters' masks) and ``style``, ``ambiguity`` [N] (``mask_scores``)."""
         idx = range(self.num_cases) if indices is None else indices
-        own, shared = [], []
+        out: dict[str, list[np.ndarray]] = {k: [] for k in ("oracle", "shared", "attainable", "style", "ambiguity")}
         for i in idx:  # one case at a time: each case is generated from its own RNG stream
-            p = self._draw(i)
-            d, basis, used = self._geometry(p)
-            rater = self._annotate(p, d, basis, used, jitter=True)
-            oracle = self._annotate(p, d, basis, used, jitter=False)
-            truth = (d < 0).any(0)
-            own.append(_dice(oracle, rater))
-            shared.append(_dice(np.broadcast_to(truth, rater.shape), rater))
-        return np.stack(own), np.stack(shared)
+            if self.version == 2:
+                c = self._v2_case(i)[2]
+                rater, oracle, truth = c.masks, c.oracle, c.truth
+                style, amb = ms.style_disagreement(c.core), ms.ambiguity_disagreement(c.core, c.full, self.knobs.include_p)
+            else:
+                p = self._draw(i)
+                d, basis, used = self._geometry(p)
+                rater = self._annotate(p, d, basis, used, jitter=True)
+                oracle = self._annotate(p, d, basis, used, jitter=False)
+                truth = (d < 0).any(0)
+                style, amb = ms.style_disagreement(oracle), np.float64(0.0)
+            out["oracle"].append(_dice(oracle, rater))
+            out["shared"].append(_dice(np.broadcast_to(truth, rater.shape), rater))
+            out["attainable"].append(ms.attainable_dice(oracle, rater))
+            out["style"].append(style)
+            out["ambiguity"].append(amb)
+        return {k: np.stack(v) for k, v in out.items()}
+
+    def _oracle_scores(self, indices: list[int] | None) -> tuple[np.ndarray, np.ndarray]:
+        sc = self._scores(indices)
+        return sc["oracle"], sc["shared"]
 
     def oracle_dice(self, indices: list[int] | None = None) -> torch.Tensor:
         """Mean Dice per rater [R] of the rater's style applied to the hidden true object (no
-        jitter) against that rater's masks, over ``indices`` (default: every case). Dice of two
-        empty masks is 1."""
-        return torch.from_numpy(self._oracle_scores(indices)[0].mean(0))
+        jitter; version 2: with the ambiguous lobe when ``include_p > 1/2``) against that
+        rater's masks, over ``indices`` (default: every case). Dice of two empty masks is 1."""
+        return torch.from_numpy(self._scores(indices)["oracle"].mean(0))
 
     def shared_oracle_dice(self, indices: list[int] | None = None) -> torch.Tensor:
         """Mean Dice per rater [R] of the true object itself (one mask for every rater)."""
-        return torch.from_numpy(self._oracle_scores(indices)[1].mean(0))
+        return torch.from_numpy(self._scores(indices)["shared"].mean(0))
+
+    def attainable_dice(self, indices: list[int] | None = None) -> torch.Tensor:
+        """Mean Dice per rater [R] of the oracle with its outline one pixel off
+        (``mask_scores.attainable_dice``): what a model recovering each mask to a pixel reaches."""
+        return torch.from_numpy(self._scores(indices)["attainable"].mean(0))
+
+    def disagreement_split(self, indices: list[int] | None = None) -> dict[str, float]:
+        """Mean over the cases of the style part and the ambiguity part of rater disagreement
+        (``mask_scores.style_disagreement`` / ``ambiguity_disagreement``; version 1 has no
+        ambiguity: its part is 0)."""
+        sc = self._scores(indices)
+        return {"style": float(sc["style"].mean()), "ambiguity": float(sc["ambiguity"].mean())}
 
     def reference_scores(self, indices: list[int]) -> dict[str, list[float]]:
-        """The report's reference rows for the cases ``indices`` (``mrseg_bench.references``):
-        ``"oracle"`` = ``oracle_dice``, ``"shared mask"`` = ``shared_oracle_dice``, per rater."""
-        own, shared = self._oracle_scores(list(indices))
-        return {"oracle": own.mean(0).tolist(), "shared mask": shared.mean(0).tolist()}
+        """The report's per-rater reference rows for the cases ``indices``
+        (``mrseg_bench.references``): ``"oracle"`` = ``oracle_dice``, ``"shared mask"`` =
+        ``shared_oracle_dice``; version 2 also ``"attainable"`` = ``attainable_dice``
+        (version 1's stored rows stay as they always were)."""
+        sc = self._scores(list(indices))
+        out = {"oracle": sc["oracle"].mean(0).tolist()}
+        if self.version == 2:
+            out["attainable"] = sc["attainable"].mean(0).tolist()
+        out["shared mask"] = sc["shared"].mean(0).tolist()
+        return out
+
+    def data_summary(self, indices: list[int] | None = None) -> dict[str, Any]:
+        """What ``mrseg-bench data check`` prints for this set, over ``indices`` (default: every
+        case): the generator version and knobs, the mean per-rater Dice of the ``oracle``,
+        ``attainable`` and ``shared mask`` references, and the disagreement split."""
+        sc = self._scores(indices)
+        return {"version": self.version, "knobs": self.knobs.as_dict() if self.version == 2 else {},
+                "references": {"oracle": sc["oracle"].mean(0).tolist(),
+                               "attainable": sc["attainable"].mean(0).tolist(),
+                               "shared mask": sc["shared"].mean(0).tolist()},
+                "disagreement_split": {"style": float(sc["style"].mean()),
+                                       "ambiguity": float(sc["ambiguity"].mean())}}
+
+    def reference_values(self, indices: list[int]) -> dict[str, float]:
+        """Version 2's data-level references for the cases ``indices``: the two parts of rater
+        disagreement (``disagreement_split``), as ``"style disagreement"`` and
+        ``"ambiguity disagreement"``; none for version 1."""
+        if self.version == 1:
+            return {}
+        split = self.disagreement_split(list(indices))
+        return {"style disagreement": split["style"], "ambiguity disagreement": split["ambiguity"]}
 
 
 @dataset_factory("synthetic")
 def synthetic(root: str | Path | None = None, num_cases: int = 240, image_size: int = 128,
-              num_raters: int = 4, seed: int = 0, cache: bool = True) -> SyntheticMultiRater:
+              num_raters: int = 4, seed: int = 0, cache: bool = True, version: int = 1,
+              contrast: float = 1.0, size: float = 1.0, ambiguity: float = 0.75, include_p: float = 0.5,
+              style: float = 1.0, jitter: float = 0.0) -> SyntheticMultiRater:
     """The embedded synthetic set (``root`` is ignored: nothing is read from disk).
 
     Options: ``num_cases`` (240), ``image_size`` (128; 64 for smoke runs), ``num_raters`` (1..4,
-    the first styles of ``DEFAULT_STYLES``), ``seed`` (0; case i depends only on (seed, i)),
-    ``cache`` (True: keep generated cases in memory).
+    the first styles), ``seed`` (0; case i depends only on (seed, i)), ``cache`` (True: keep
+    generated cases in memory), ``version`` (1; the presets choose 2 where they say so).
+    Version 2 only (``synthetic_v2``): ``contrast`` (1: lesion contrast multiplier), ``size`` (1:
+    lesion radius multiplier), ``ambiguity`` (0.75: fraction of cases with an ambiguous lobe),
+    ``include_p`` (0.5: probability a rater includes it), ``style`` (1: style strength, 0 = every
+    rater draws the true outline), ``jitter`` (0: per-annotation boundary jitter, x image side).
     """
+    knobs = v2.Knobs(contrast=contrast, size=size, ambiguity=ambiguity, include_p=include_p,
+                     style=style, jitter=jitter)
     return SyntheticMultiRater(num_cases=num_cases, image_size=image_size, num_raters=num_raters,
-                               seed=seed, cache=cache)
+                               seed=seed, cache=cache, version=version, knobs=knobs)

@@ -30,7 +30,7 @@ from .columns import (
     table_keys,
 )
 from .loader import METRIC_SETTINGS, Results
-from .references import add_reference_rows, reference_frame
+from .references import add_reference_rows, diversity_reference_frame, reference_frame
 from .significance import paired_pvalues
 
 TITLES = {
@@ -364,6 +364,8 @@ def build_tables(results: Results, reference: str | None = None, alpha: float = 
                            None, **args)
                 if t is not None and kind == "personalization":
                     t = add_reference_rows(t, *reference_frame(results.references, ids))
+                if t is not None and kind == "diversity":  # the synthetic set's ambiguity part
+                    t = add_reference_rows(t, *diversity_reference_frame(results.references, ids))
                 if t is not None:
                     tables.append(t)
         pstats = seed_stats(prof[prof["run_id"].isin(ids)])

@@ -17,6 +17,10 @@ Stability and anti-collapse options (``mrseg_bench.latent``): ``sigma="softplus"
 bounded: sigma = softplus(s) + ``sigma_floor``) or ``"exp"`` (the reference's exp(log sigma),
 which overflows with Kohl's summed BCE); ``kl_warmup_epochs`` (w_e grows linearly to 1;
 default 0 = off, as in the paper) and ``free_bits`` (nats per latent dimension; default 0).
+
+``predict_latent="mean"`` is a control, not a method: training is unchanged, but every
+predicted sample uses the prior's mean, so the N samples are identical (what a collapsed latent
+would give); it measures how much the metrics of samples owe to the latent.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ class ProbUNetConfig(MethodConfig):
     sigma_floor: float = 1e-3
     kl_warmup_epochs: int = 0
     free_bits: float = 0.0
+    predict_latent: Literal["sample", "mean"] = "sample"
 
     def resolved_prior_filters(self) -> tuple[int, ...]:
         if self.prior_filters:
@@ -120,7 +125,8 @@ class ProbUNet(Method):
         if int(n_samples) < 1:
             raise ValueError(f"probunet.predict: n_samples must be >= 1, got {n_samples}")
         check_io("probunet", model, images)
-        return Prediction(samples=torch.sigmoid(model.sample_logits(images, int(n_samples)).float()))
+        at_mean = self.cfg.predict_latent == "mean"
+        return Prediction(samples=torch.sigmoid(model.sample_logits(images, int(n_samples), at_mean).float()))
 
 
 @register_method("probunet")

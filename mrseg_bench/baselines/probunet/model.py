@@ -42,10 +42,14 @@ class ProbUNetModel(nn.Module):
         """q(z | x, y) for ``mask [B,1,H,W]``."""
         return self.posterior(torch.cat([images, mask.to(images.dtype)], dim=1))
 
-    def sample_logits(self, images: torch.Tensor, n_samples: int) -> torch.Tensor:
-        """``n_samples`` prior samples per image in one batched pass: ``[B,N,H,W]`` logits."""
+    def sample_logits(self, images: torch.Tensor, n_samples: int, at_mean: bool = False) -> torch.Tensor:
+        """``n_samples`` prior samples per image in one batched pass: ``[B,N,H,W]`` logits
+        (``at_mean``: every sample at the prior's mean, so the N samples are identical)."""
         features, prior = self.encode(images)
-        z = prior.sample((n_samples,)).transpose(0, 1)  # [B,N,L]
+        if at_mean:
+            z = prior.mean.unsqueeze(1).expand(-1, n_samples, -1)  # [B,N,L]
+        else:
+            z = prior.sample((n_samples,)).transpose(0, 1)  # [B,N,L]
         return self.fcomb(features, z)[:, :, 0]
 
     def l2_regulariser(self) -> torch.Tensor:
