@@ -21,6 +21,7 @@ console = Console() if sys.stdout.isatty() else Console(width=200)
 err_console = Console(stderr=True)
 
 DASH = "—"
+MAX_SPEC_BYTES = 64 * 2**20  # run-one --spec: a plan --json list of ~10k specs
 
 
 def _usage(msg: str) -> typer.Exit:
@@ -295,9 +296,15 @@ def run_one_cmd(
 
     where = "stdin" if spec == "-" else spec
     try:
-        text = sys.stdin.read() if spec == "-" else Path(spec).read_text(encoding="utf-8")
+        if spec == "-":
+            text = sys.stdin.read(MAX_SPEC_BYTES + 1)
+        else:
+            with open(spec, "rb") as fh:
+                text = fh.read(MAX_SPEC_BYTES + 1).decode("utf-8")
+        if len(text) > MAX_SPEC_BYTES:
+            raise _usage(f"--spec {where}: larger than {MAX_SPEC_BYTES:,} bytes; not a spec file (plan --json)")
         data = json.loads(text)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise _usage(f"--spec {where}: cannot be read as JSON ({type(exc).__name__}: {exc})") from None
     if isinstance(data, list):
         if index is None and len(data) != 1:

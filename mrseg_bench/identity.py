@@ -236,3 +236,40 @@ def code_identity(refresh: bool = False) -> dict[str, Any]:
                                  "source_sha256": source_sha256()}
         _CODE = ident
     return dict(_CODE)
+
+
+# -- a spec's config against its own fields ------------------------------------------------------
+def check_spec_config(spec: Any) -> None:
+    """ValueError unless ``spec.config`` (the hashed identity) equals the config rebuilt from the
+    fields a worker runs with (method and its config, dataset and canonical options, run config
+    minus the fields left out of the hash, device type, precision, seed, preset, experiment,
+    protocol, convention, data fingerprint, code). The message names the first field that
+    differs: a spec edited by hand must not run under the planned hash."""
+    from .plan_checks import check_seeds
+    from .registry import DATASETS
+    from .runner import _HASH_EXCLUDE, _canonical_options, _jsonable
+
+    check_seeds([spec.seed])
+    run_part = {k: v for k, v in dataclasses.asdict(spec.run_cfg).items() if k not in _HASH_EXCLUDE}
+    rebuilt = _jsonable({
+        "method": spec.method, "method_config": spec.method_obj.cfg, "dataset": spec.dataset,
+        "dataset_options": _canonical_options(DATASETS.get(spec.dataset), dict(spec.dataset_options)),
+        "data_fingerprint": spec.data_fingerprint, "run": run_part, "device_type": spec.device.type,
+        "precision": spec.precision, "seed": spec.seed, "preset": spec.preset, "experiment": spec.experiment,
+        "protocol": spec.run_cfg.protocol, "convention": spec.run_cfg.convention, "code": hashed_code(spec.code),
+    })
+    planned = spec.config
+    for key in sorted(set(planned) | set(rebuilt), key=lambda k: (k != "run", k)):  # run_config.<field> first
+        if key == "code" and key not in planned:
+            continue  # a spec planned without a code identity
+        want, have = planned.get(key, "<absent>"), rebuilt.get(key, "<absent>")
+        if want == have:
+            continue
+        field = key
+        if key == "run" and isinstance(want, dict) and isinstance(have, dict):
+            sub = next(k for k in sorted(set(want) | set(have)) if want.get(k) != have.get(k))
+            field, want, have = f"run_config.{sub}", want.get(sub, "<absent>"), have.get(sub, "<absent>")
+        elif key == "device_type":
+            field = "device"
+        raise ValueError(f"{field} is {have!r} but the config its hash covers says {want!r} (edited by hand?); "
+                         "plan again instead of editing a spec")

@@ -45,6 +45,7 @@ from .engine.evaluate import metric_suite
 from .engine.hardware import hardware_info
 from .engine.run_config import RunConfig
 from .method import Method
+from .plan_checks import check_seeds, check_train_split
 from .presets import Preset, load_preset
 from .registry import DATASETS, METHODS, RegistryError
 from .store import ResultsStore
@@ -244,6 +245,7 @@ def plan_grid(methods: str, datasets: str = "synthetic", seeds: Sequence[int] = 
         dataset_names = DATASETS.resolve(datasets)
         if not seeds:
             raise UsageError("--seeds: give at least one seed")
+        check_seeds(seeds)
         defaults = {m: METHODS.get(m)().cfg for m in method_names}
         fields = {m: {f.name for f in dataclasses.fields(c)} for m, c in defaults.items()}
         run_o, ds_o, meth_o = _route_sets(parse_sets(sets), method_names, fields)
@@ -285,6 +287,7 @@ def plan_grid(methods: str, datasets: str = "synthetic", seeds: Sequence[int] = 
             if not splits[d].test:
                 raise UsageError(f"dataset {d!r}: the test split is empty (run.test_fraction="
                                  f"{run_cfg.test_fraction}, protocol {run_cfg.protocol!r}); nothing would be evaluated")
+            check_train_split(d, splits[d])
         fingerprints = {d: identity.data_fingerprint(built[d]) for d in dataset_names}
         objs: dict[str, Method] = {}
         overrides: dict[str, dict[str, Any]] = {}

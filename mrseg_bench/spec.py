@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import identity
 from .config import apply_overrides
 from .engine.device import resolve_device, resolve_precision
 from .engine.run_config import RunConfig
@@ -103,6 +104,10 @@ def spec_from_json(data: Any) -> RunSpec:
                    data_fingerprint=str(config.get("data_fingerprint") or ""),
                    code=dict(data.get("code") or config.get("code") or {}),
                    reuse_hash=str(data.get("reuse_hash") or ""))
+    try:
+        identity.check_spec_config(spec)
+    except ValueError as exc:
+        raise UsageError(f"spec: {exc}") from None
     if "run_dir" in data and data["run_dir"] != spec.run_dir(Path()).as_posix():
         raise UsageError(f"spec: run_dir {data['run_dir']!r} does not match its method, dataset, seed and hash")
     return spec
