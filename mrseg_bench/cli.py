@@ -30,6 +30,12 @@ def _usage(msg: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+def _error_file_hint(run_dir: Path | None) -> str:
+    """`` (see <run_dir>/error.txt)`` when that file was written, else nothing."""
+    path = Path(run_dir or "") / "error.txt"
+    return f" (see {path})" if run_dir is not None and path.is_file() else ""
+
+
 def _seeds(text: str) -> list[int]:
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]
@@ -176,8 +182,8 @@ def run(
         experiment = getattr(plan, "experiment", None) or plan.preset.name
         report_ok = _write_report(store_path, out / "report", quiet, experiment)
     for o in failed:
-        err_console.print(f"failed: {o.spec.method} {o.spec.dataset} seed {o.spec.seed}: {o.error} "
-                          f"(see {o.run_dir}/error.txt)", markup=False, highlight=False)
+        err_console.print(f"failed: {o.spec.method} {o.spec.dataset} seed {o.spec.seed}: {o.error}"
+                          f"{_error_file_hint(o.run_dir)}", markup=False, highlight=False)
     for o in unindexed:
         err_console.print(f"not in the store: {o.spec.method} {o.spec.dataset} seed {o.spec.seed}: {o.store_error}; "
                           f"the result is in {o.run_dir}/result.json: run mrseg-bench collect --out {out}",
@@ -335,7 +341,7 @@ def run_one_cmd(
             raise typer.Exit(1) from None
     if outcome.status == "failed":
         err_console.print(f"failed: {outcome.spec.method} {outcome.spec.dataset} seed {outcome.spec.seed}: "
-                          f"{outcome.error} (see {outcome.run_dir}/error.txt)", markup=False, highlight=False)
+                          f"{outcome.error}{_error_file_hint(outcome.run_dir)}", markup=False, highlight=False)
         raise typer.Exit(1)
 
 
