@@ -589,7 +589,7 @@ def data_check(
     try:
         result = check_dataset(dataset, data_root, opts, out)
     except (ValueError, KeyError) as exc:
-        raise _usage(str(exc).splitlines()[0]) from None
+        raise _usage(next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)) from None
     console.print(format_summary(result), markup=False, highlight=False, soft_wrap=True)
     if not result.ok:
         raise typer.Exit(2)

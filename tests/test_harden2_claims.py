@@ -49,3 +49,27 @@ def test_cli_does_not_point_to_an_error_file_that_was_not_written(tmp_path) -> N
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "error.txt").write_text("x")
     assert _error_file_hint(tmp_path / "run") == f" (see {tmp_path / 'run' / 'error.txt'})"
+
+
+
+def test_run_with_a_folder_at_the_claim_path_fails_that_run_clearly(tmp_path) -> None:
+    import test_engine_toys as toys
+    from typer.testing import CliRunner
+
+    from mrseg_bench.cli import app
+    from mrseg_bench.run_folder import claim_path
+    from mrseg_bench.runner import plan_grid
+
+    preset = tmp_path / "toy.toml"
+    preset.write_text(toys.preset_toml(num_cases=16, epochs=1, n_samples=2))
+    out = tmp_path / "runs"
+    with toys.registered():
+        spec = plan_grid("toy", "toyset", [0], str(preset)).specs[0]
+        claim = claim_path(spec.run_dir(out))
+        claim.mkdir(parents=True)
+        res = CliRunner().invoke(app, ["run", "--methods", "toy", "--dataset", "toyset", "--preset", str(preset),
+                                       "--out", str(out), "--quiet", "--no-report"])
+    text = " ".join(res.output.split())
+    assert res.exit_code == 1, res.output
+    assert "a folder is where the run's claim file goes; remove it" in text and str(claim) in "".join(text.split())
+    assert "error.txt" not in text and "Traceback" not in res.output

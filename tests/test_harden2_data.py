@@ -189,3 +189,21 @@ def test_every_rater_above_half_foreground_warns_inverted(tmp_path: Path) -> Non
     fixed = check_dataset("folder", root)
     assert fixed.summary["foreground_fraction"]["a"] == pytest.approx(36 / 256)
     assert not any("inverted" in n for n in fixed.notes)
+
+
+def test_data_check_read_only_out_is_one_line_exit_2(tmp_path: Path, monkeypatch) -> None:
+    import tempfile
+
+    root = _folder(tmp_path / "d", n=1)
+    (tmp_path / "ro").mkdir()
+
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", denied)  # what a read-only folder answers (root ignores modes)
+    res = CliRunner().invoke(app, ["data", "check", "--dataset", "folder", "--data-root", str(root),
+                                   "--out", str(tmp_path / "ro" / "out")])
+    assert res.exit_code == 2
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Permission denied" in lines[0] and str(tmp_path / "ro" / "out") in lines[0]
+    assert not (tmp_path / "ro" / "out").exists()
