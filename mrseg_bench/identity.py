@@ -240,16 +240,19 @@ def code_identity(refresh: bool = False) -> dict[str, Any]:
 
 # -- a spec's config against its own fields ------------------------------------------------------
 def check_spec_config(spec: Any) -> None:
-    """ValueError unless ``spec.config`` (the hashed identity) equals the config rebuilt from the
+    """``runner.UsageError`` ("spec: ...") unless ``spec.config`` (the hashed identity) equals the config rebuilt from the
     fields a worker runs with (method and its config, dataset and canonical options, run config
     minus the fields left out of the hash, device type, precision, seed, preset, experiment,
     protocol, convention, data fingerprint, code). The message names the first field that
     differs: a spec edited by hand must not run under the planned hash."""
     from .plan_checks import check_seeds
     from .registry import DATASETS
-    from .runner import _HASH_EXCLUDE, _canonical_options, _jsonable
+    from .runner import _HASH_EXCLUDE, UsageError, _canonical_options, _jsonable
 
-    check_seeds([spec.seed])
+    try:
+        check_seeds([spec.seed])
+    except ValueError as exc:
+        raise UsageError(f"spec: {exc}") from None
     run_part = {k: v for k, v in dataclasses.asdict(spec.run_cfg).items() if k not in _HASH_EXCLUDE}
     rebuilt = _jsonable({
         "method": spec.method, "method_config": spec.method_obj.cfg, "dataset": spec.dataset,
@@ -271,5 +274,5 @@ def check_spec_config(spec: Any) -> None:
             field, want, have = f"run_config.{sub}", want.get(sub, "<absent>"), have.get(sub, "<absent>")
         elif key == "device_type":
             field = "device"
-        raise ValueError(f"{field} is {have!r} but the config its hash covers says {want!r} (edited by hand?); "
-                         "plan again instead of editing a spec")
+        raise UsageError(f"spec: {field} is {have!r} but the config its hash covers says {want!r} (edited by "
+                         "hand?); plan again instead of editing a spec")

@@ -104,10 +104,7 @@ def spec_from_json(data: Any) -> RunSpec:
                    data_fingerprint=str(config.get("data_fingerprint") or ""),
                    code=dict(data.get("code") or config.get("code") or {}),
                    reuse_hash=str(data.get("reuse_hash") or ""))
-    try:
-        identity.check_spec_config(spec)
-    except ValueError as exc:
-        raise UsageError(f"spec: {exc}") from None
+    identity.check_spec_config(spec)  # every hashed field against the config (UsageError naming it)
     if "run_dir" in data and data["run_dir"] != spec.run_dir(Path()).as_posix():
         raise UsageError(f"spec: run_dir {data['run_dir']!r} does not match its method, dataset, seed and hash")
     return spec
