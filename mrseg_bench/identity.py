@@ -18,6 +18,9 @@
   report file names: a plain name (letters, digits, ``.``, ``_``, ``-``; not starting with ``.``)
   is kept; a user preset's path (a name ending in ``.toml``, e.g. ``presets/ci.toml`` or
   ``smoke.toml``) and anything else becomes ``<stem>-<sha256(name)[:6]>`` (``ci-1f0a3b``).
+- ``check_spec_config(spec)``: a run spec read back from JSON (``run-one``) must carry the config
+  rebuilt from the fields it runs with; a field edited by hand is refused, naming it, so a spec
+  never runs under a hash that does not describe it.
 
 The cache folder is ``$MRSEG_BENCH_CACHE``, else ``$XDG_CACHE_HOME/mrseg-bench``, else
 ``~/.cache/mrseg-bench``. A cache that cannot be read or written is ignored (files are hashed).
