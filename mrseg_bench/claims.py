@@ -68,21 +68,33 @@ class ClaimInfo:
 
     def describe(self) -> str:
         o = self.owner
+        if not o.get("host"):
+            return f"claimed by an unknown owner (the claim file is unreadable; heartbeat {self.age_s:.0f} s ago)"
         return f"claimed by {o.get('host', '?')} pid {o.get('pid', '?')} since {o.get('started_at', '?')} " \
                f"(heartbeat {self.age_s:.0f} s ago)"
 
 
+MAX_CLAIM_BYTES = 64 * 1024  # a claim file is ~200 bytes; more is not one of ours
+
+
 def read_claim(path: Path) -> ClaimInfo | None:
-    """The claim at ``path`` (None when there is none). An unreadable file is an owner unknown."""
+    """The claim at ``path`` (None when there is none). A file that is not a claim (torn while
+    being created, binary garbage, not JSON, too large) is an owner unknown (``owner == {}``).
+    IsADirectoryError (an OSError) naming the path when a folder stands in its place."""
     try:
         age = time.time() - os.stat(path).st_mtime
-        text = Path(path).read_text(encoding="utf-8")
+        if Path(path).is_dir():
+            raise IsADirectoryError(21, "a folder is where the run's claim file goes; remove it", str(path))
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CLAIM_BYTES + 1)
     except FileNotFoundError:
         return None
     try:
-        owner = json.loads(text)
+        if len(raw) > MAX_CLAIM_BYTES:
+            raise ValueError("too large")
+        owner = json.loads(raw.decode("utf-8"))
         owner = owner if isinstance(owner, dict) else {}
-    except ValueError:  # torn while being created, or foreign
+    except (ValueError, RecursionError):  # torn while being created, or foreign (UnicodeDecodeError too)
         owner = {}
     return ClaimInfo(owner, max(age, 0.0))
 

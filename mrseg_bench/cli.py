@@ -21,12 +21,19 @@ console = Console() if sys.stdout.isatty() else Console(width=200)
 err_console = Console(stderr=True)
 
 DASH = "—"
+MAX_SPEC_BYTES = 64 * 2**20  # run-one --spec: a plan --json list of ~10k specs
 
 
 def _usage(msg: str) -> typer.Exit:
     """Print a one-line error and return the exit (code 2) to raise."""
     err_console.print(f"error: {' '.join(str(msg).split())}", markup=False, highlight=False, soft_wrap=True)
     return typer.Exit(2)
+
+
+def _error_file_hint(run_dir: Path | None) -> str:
+    """`` (see <run_dir>/error.txt)`` when that file was written, else nothing."""
+    path = Path(run_dir or "") / "error.txt"
+    return f" (see {path})" if run_dir is not None and path.is_file() else ""
 
 
 def _seeds(text: str) -> list[int]:
@@ -173,8 +180,8 @@ def run(
     if report:
         report_ok = _write_report(store_path, out / "report", quiet, plan.experiment)
     for o in failed:
-        err_console.print(f"failed: {o.spec.method} {o.spec.dataset} seed {o.spec.seed}: {o.error} "
-                          f"(see {o.run_dir}/error.txt)", markup=False, highlight=False)
+        err_console.print(f"failed: {o.spec.method} {o.spec.dataset} seed {o.spec.seed}: {o.error}"
+                          f"{_error_file_hint(o.run_dir)}", markup=False, highlight=False)
     for o in unindexed:
         err_console.print(f"not in the store: {o.spec.method} {o.spec.dataset} seed {o.spec.seed}: {o.store_error}; "
                           f"the result is in {o.run_dir}/result.json: run mrseg-bench collect --out {out}",
@@ -296,9 +303,15 @@ def run_one_cmd(
 
     where = "stdin" if spec == "-" else spec
     try:
-        text = sys.stdin.read() if spec == "-" else Path(spec).read_text(encoding="utf-8")
+        if spec == "-":
+            text = sys.stdin.read(MAX_SPEC_BYTES + 1)
+        else:
+            with open(spec, "rb") as fh:
+                text = fh.read(MAX_SPEC_BYTES + 1).decode("utf-8")
+        if len(text) > MAX_SPEC_BYTES:
+            raise _usage(f"--spec {where}: larger than {MAX_SPEC_BYTES:,} bytes; not a spec file (plan --json)")
         data = json.loads(text)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise _usage(f"--spec {where}: cannot be read as JSON ({type(exc).__name__}: {exc})") from None
     if isinstance(data, list):
         if index is None and len(data) != 1:
@@ -329,7 +342,7 @@ def run_one_cmd(
             raise typer.Exit(1) from None
     if outcome.status == "failed":
         err_console.print(f"failed: {outcome.spec.method} {outcome.spec.dataset} seed {outcome.spec.seed}: "
-                          f"{outcome.error} (see {outcome.run_dir}/error.txt)", markup=False, highlight=False)
+                          f"{outcome.error}{_error_file_hint(outcome.run_dir)}", markup=False, highlight=False)
         raise typer.Exit(1)
 
 
@@ -579,7 +592,7 @@ def data_check(
     try:
         result = check_dataset(dataset, data_root, opts, out)
     except (ValueError, KeyError) as exc:
-        raise _usage(str(exc).splitlines()[0]) from None
+        raise _usage(next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)) from None
     console.print(format_summary(result), markup=False, highlight=False, soft_wrap=True)
     if not result.ok:
         raise typer.Exit(2)

@@ -4,12 +4,15 @@
 each into the store (``ResultsStore.write_run``: one transaction per run, replacing the rows of
 the same run id, and older runs of the same config hash as the store's rules say). Running it
 again changes nothing, so a lost or corrupt store costs nothing: delete it and collect again.
-Rows of the store that no folder holds are left alone.
+Rows of the store that no folder holds are left alone. A result file that cannot be read or
+indexed (bad JSON, a value the store's columns refuse) is skipped and named in
+``CollectReport.errors`` (one line each); the others are indexed.
 """
 
 from __future__ import annotations
 
 import math
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,13 +56,17 @@ def collect(out: str | Path, store_path: str | Path) -> CollectReport:
     results = []
     for path in result_files(out):
         try:
-            results.append(read_result(path))
+            results.append((path, read_result(path)))
         except ValueError as exc:
             report.errors.append(str(exc))
-    results.sort(key=lambda r: (str(r["run"].get("finished_at") or ""), r["run"]["run_id"]))
+    results.sort(key=lambda pr: (str(pr[1]["run"].get("finished_at") or ""), str(pr[1]["run"]["run_id"])))
     with ResultsStore(store_path) as store:
-        for res in results:
-            index_result(store, res)
+        for path, res in results:
+            try:
+                index_result(store, res)
+            except (ValueError, TypeError, OverflowError, KeyError, sqlite3.InterfaceError) as exc:
+                report.errors.append(f"{path}: not indexed: {' '.join(str(exc).split())[:200]}")
+                continue
             if res["run"]["status"] == "done":
                 report.done += 1
             else:

@@ -99,9 +99,12 @@ def _build(name: str, root: Path | None, options: dict[str, Any], result: CheckR
 def check_dataset(name: str, root: str | Path | None = None, options: dict[str, Any] | None = None,
                   out: str | Path | None = None, preview_cases: int = 4) -> CheckResult:
     """Check dataset ``name`` (module docstring); with ``out``, write ``summary.json`` and
-    ``preview.png`` there (only when the dataset loads)."""
+    ``preview.png`` there (only when the dataset loads). ValueError naming ``out`` when it cannot
+    be written (checked first); a preview that cannot be drawn is a note, not a failure."""
     root_path = Path(root).expanduser() if root is not None else None
     result = CheckResult(name, str(root_path) if root_path else None)
+    if out is not None:
+        _writable_dir(Path(out))  # before reading every file: fail fast, create nothing
     ds = _build(name, root_path, dict(options or {}), result)
     if ds is None:
         return result
@@ -125,16 +128,53 @@ def check_dataset(name: str, root: str | Path | None = None, options: dict[str, 
     result.summary = stats.summary(ds)
     if callable(getattr(ds, "data_summary", None)):
         result.summary["generated"] = ds.data_summary()
+    result.notes += inverted_warning(result.summary)
     if out is not None:
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "summary.json").write_text(json.dumps(result.summary, indent=1, default=str), encoding="utf-8")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "summary.json").write_text(json.dumps(result.summary, indent=1, default=str), encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"{out}: cannot write summary.json there ({exc.strerror or exc}); "
+                             "choose a writable --out folder") from None
         result.files.append(out / "summary.json")
         if shown:
-            result.files.append(preview_figure(shown, ds.info.rater_names,
-                                               np.asarray(result.summary["agreement"]["pairwise_dice"], dtype=float),
-                                               out / "preview.png", title=f"{name}: {len(ds)} cases"))
+            try:
+                result.files.append(preview_figure(
+                    shown, ds.info.rater_names, np.asarray(result.summary["agreement"]["pairwise_dice"], dtype=float),
+                    out / "preview.png", title=f"{name}: {len(ds)} cases"))
+            except (OSError, ValueError, RuntimeError) as exc:
+                first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+                result.notes.append(f"{out / 'preview.png'}: preview not drawn ({first.strip()})")
     return result
+
+
+def _writable_dir(out: Path) -> None:
+    """Check ``out`` (or, while it does not exist, its nearest existing parent) is a folder a file
+    can be written in, creating nothing; ValueError naming ``out`` otherwise."""
+    import tempfile
+
+    probe = out
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    try:
+        if not probe.is_dir():
+            raise NotADirectoryError(20, f"{probe} is not a folder")
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{out}: cannot write the check's output there ({exc.strerror or exc}); "
+                         "choose a writable --out folder") from None
+
+
+def inverted_warning(summary: dict[str, Any]) -> list[str]:
+    """A warning when every annotating rater's mean foreground fraction is above 0.5 (masks
+    drawn as the background, e.g. a black object on white read with ``label: any``)."""
+    fr = [v for v in summary.get("foreground_fraction", {}).values() if v is not None]
+    if not fr or min(fr) <= 0.5:
+        return []
+    return [f"warning: masks may be inverted: every rater marks more than half of the image (foreground fraction "
+            f"{min(fr):.2f}-{max(fr):.2f}); set \"label\" in dataset.json to the object's value"]
 
 
 def _preview_indices(n: int, k: int) -> set[int]:
@@ -284,6 +324,11 @@ class _Stats:
         }
 
 
+def _literal(text: Any) -> str:
+    """``text`` drawn as it is: a ``$`` would start matplotlib mathtext (``c1$\\x$`` fails)."""
+    return str(text).replace("$", r"\$")
+
+
 def preview_figure(samples, rater_names, pairwise: np.ndarray, path: Path, title: str = "") -> Path:
     """A grid (one row per case: image, then each rater's mask over it) and the rater-agreement
     (mean pairwise Dice) heat map; saved to ``path``."""
@@ -312,15 +357,15 @@ def preview_figure(samples, rater_names, pairwise: np.ndarray, path: Path, title
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
-                ax.set_title("image" if j == 0 else str(rater_names[j - 1]), fontsize=8)
+                ax.set_title("image" if j == 0 else _literal(rater_names[j - 1]), fontsize=8)
             if j == 0:
-                ax.set_ylabel(str(s.case_id)[-18:], fontsize=7)
+                ax.set_ylabel(_literal(str(s.case_id)[-18:]), fontsize=7)
     ax = fig.add_subplot(grid[:, r + 1])
     im = ax.imshow(pairwise, vmin=0, vmax=1, cmap="viridis")
     ax.set_xticks(range(r))
     ax.set_yticks(range(r))
-    ax.set_xticklabels(rater_names, rotation=45, fontsize=7)
-    ax.set_yticklabels(rater_names, fontsize=7)
+    ax.set_xticklabels([_literal(n) for n in rater_names], rotation=45, fontsize=7)
+    ax.set_yticklabels([_literal(n) for n in rater_names], fontsize=7)
     for a in range(r):
         for b in range(r):
             if not math.isnan(pairwise[a, b]):
@@ -329,7 +374,7 @@ def preview_figure(samples, rater_names, pairwise: np.ndarray, path: Path, title
     ax.set_title("mean pairwise Dice", fontsize=8)
     fig.colorbar(im, ax=ax, fraction=0.046)
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(_literal(title), fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -19,8 +19,6 @@
   is kept; a user preset's path (a name ending in ``.toml``, e.g. ``presets/ci.toml`` or
   ``smoke.toml``) and anything else becomes ``<stem>-<sha256(name)[:6]>`` (``ci-1f0a3b``).
 
-The cache folder is ``$MRSEG_BENCH_CACHE``, else ``$XDG_CACHE_HOME/mrseg-bench``, else
-``~/.cache/mrseg-bench``. A cache that cannot be read or written is ignored (files are hashed).
 """
 
 from __future__ import annotations

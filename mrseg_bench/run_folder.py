@@ -76,7 +76,7 @@ def read_result(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ValueError(f"{path}: cannot be read as a result file ({type(exc).__name__}: "
                          f"{' '.join(str(exc).split())[:120]})") from None
 

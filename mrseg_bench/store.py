@@ -29,8 +29,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import secrets
 import sqlite3
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -135,12 +135,24 @@ def _make_parent(path: Path) -> None:
         raise ValueError(f"results store {path}: folder {parent} is not writable")
 
 
+def _new_file(folder: Path, prefix: str, suffix: str) -> str:
+    """Create a new empty file in ``folder`` with mode 0666 less the umask (``mkstemp`` would
+    make it 0600: a group sharing the folder could not read the store); returns its path."""
+    for _ in range(100):
+        name = str(folder / f"{prefix}{secrets.token_hex(8)}{suffix}")
+        try:
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{folder}: no free temporary name")
+
+
 def _create_atomically(path: Path) -> None:
     """Create an empty store with the schema at ``path`` unless one appears there first: build it
     in a temp file beside it, then hard-link it into place (atomic; never replaces a file), so
     no process ever sees a half-made (0-byte) store."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)
-    os.close(fd)
+    tmp = _new_file(path.parent, f".{path.name}.", ".new")
     try:
         conn = sqlite3.connect(tmp, isolation_level=None)
         try:
@@ -166,6 +178,29 @@ def _create_atomically(path: Path) -> None:
                 os.unlink(leftover)
             except OSError:
                 pass
+
+
+def _column_value(value: Any, sql_type: str, what: str) -> Any:
+    """``value`` checked for a column of ``sql_type`` (None passes): INTEGER an int within SQLite's
+    signed 64 bits, REAL a number, TEXT a string or number. ValueError naming ``what``."""
+    if value is None:
+        return None
+    if sql_type.startswith("INTEGER"):
+        if isinstance(value, bool) or not isinstance(value, int) or not -2**63 <= value < 2**63:
+            raise ValueError(f"{what} {_short(value)} is not an integer within 64 bits")
+        return value
+    if sql_type == "REAL":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{what} {_short(value)} is not a number")
+        return float(value)
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise ValueError(f"{what} {_short(value)} is not a string")
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -332,14 +367,17 @@ class ResultsStore:
         for c, v in row.items():
             if isinstance(v, dict | list | tuple):
                 row[c] = json.dumps(v, sort_keys=True) if c.endswith("_json") else ",".join(map(str, v))
+            row[c] = _column_value(row[c], RUN_COLUMNS[c], f"run.{c}")
         run_id = row["run_id"]
         mrows = [
             (run_id, str(m["case_id"]), str(m["metric"]),
-             None if m.get("rater") is None else int(m["rater"]),
-             None if m.get("value") is None else float(m["value"]))
-            for m in metric_rows
+             _column_value(m.get("rater"), "INTEGER", f"metrics[{i}].rater"),
+             _column_value(m.get("value"), "REAL", f"metrics[{i}].value"))
+            for i, m in enumerate(metric_rows)
         ]
-        prows = [(run_id, str(p["name"]), float(p["value"]), p.get("unit")) for p in profile_rows]
+        prows = [(run_id, str(p["name"]), _column_value(p["value"], "REAL", f"profile[{i}].value"),
+                  _column_value(p.get("unit"), "TEXT", f"profile[{i}].unit"))
+                 for i, p in enumerate(profile_rows)]
 
         def body(c: sqlite3.Connection) -> None:
             if row["status"] == "done":

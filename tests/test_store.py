@@ -105,9 +105,12 @@ def test_failed_transaction_leaves_nothing(tmp_path):
         s.write_run(_run("r1", status="running"))
     with pytest.raises(ValueError, match="unknown run column"):
         s.write_run({**_run("r1"), "colour": 1})
-    # a failure inside the transaction (after the run row was inserted) rolls back
-    with pytest.raises(sqlite3.ProgrammingError):
+    with pytest.raises(ValueError, match=r"profile\[0\]\.unit"):  # refused before the transaction
         s.write_run(_run("r1"), METRICS, [{"name": "p", "value": 1.0, "unit": object()}])
+    # a failure inside the transaction (after the run row was inserted) rolls back
+    s._conn.execute("CREATE TEMP TRIGGER boom BEFORE INSERT ON profile BEGIN SELECT RAISE(ABORT, 'boom'); END")
+    with pytest.raises(sqlite3.IntegrityError, match="boom"):
+        s.write_run(_run("r1"), METRICS, PROFILE)
     assert s.runs().empty and s.metrics().empty and s.profile().empty
 
 

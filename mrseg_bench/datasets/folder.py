@@ -62,6 +62,7 @@ JSON_KEYS = ("name", "rater_identity", "raters", "channels", "label", "slice_axi
              "resize", "normalize", "volumes")
 NORMALIZE = ("image", "dataset", "none")
 SPLITS = ("train", "val", "test")
+MAX_RESIZE = 4096  # pixels per side of ``resize``
 
 
 class FolderDataError(ValueError):
@@ -181,19 +182,36 @@ def _options(root: Path, overrides: dict[str, Any], problems: list[Problem]) -> 
                 problems.append(Problem(where, str(exc).split(": ", 1)[-1]))
         elif key == "resize":
             try:
-                opts.resize = to_size(tuple(value) if isinstance(value, list) else value)
+                size = to_size(tuple(value) if isinstance(value, list) else value)
             except (ValueError, TypeError):
                 problems.append(Problem(where, f"resize={value!r} must be an int or [H, W]"))
+                continue
+            if size is not None and not all(1 <= n <= MAX_RESIZE for n in size):
+                problems.append(Problem(where, f"resize={value!r}: each side must be 1..{MAX_RESIZE} pixels"))
+                continue
+            opts.resize = size
     return opts
 
 
-def _list_files(folder: Path, problems: list[Problem], notes: list[str]) -> dict[str, Path]:
-    """{case id: file} of the supported files in ``folder``; duplicate ids are problems."""
+def _list_files(folder: Path, problems: list[Problem], notes: list[str],
+                broken: set[str] | None = None) -> dict[str, Path]:
+    """{case id: file} of the supported files in ``folder``; duplicate ids are problems, and so
+    is an entry with a supported extension that is not a readable file (a dangling symlink, a
+    folder): its case id goes to ``broken``, so it is not mistaken for a missing file."""
     found: dict[str, list[Path]] = defaultdict(list)
     for p in sorted(folder.iterdir()):
-        if p.name.startswith(".") or not p.is_file():
+        if p.name.startswith("."):
             continue
         stem, ext = split_name(p.name)
+        if not p.is_file():
+            if ext in EXTS:
+                what = ("a symlink to a missing file" if p.is_symlink() and not p.exists()
+                        else "a folder" if p.is_dir() else "not a regular file")
+                problems.append(Problem(str(p), f"{what}, not a readable {ext} file; replace it with the file "
+                                                "or remove it"))
+                if broken is not None:
+                    broken.add(stem)
+            continue
         if ext not in EXTS:
             notes.append(f"{p}: ignored (extension {ext or 'none'} is not one of {', '.join(EXTS)})")
             continue
@@ -273,9 +291,19 @@ def _binary_problem(arr: np.ndarray, kind: str, values: tuple[int, ...] | None) 
     if (nz == first).all():
         return None
     vals = np.unique(nz)
-    shown = [float(v) if arr.dtype.kind == "f" else int(v) for v in vals[:6]]
-    return (f"mask is not binary (non-zero values {shown}{' ...' if vals.size > 6 else ''}); set \"label\" "
-            "in dataset.json (one value, a list, '#rrggbb' or 'any')")
+    shown = [_plain(v, arr) for v in vals[:6]]
+    every, counts = np.unique(arr, return_counts=True)
+    top = np.argsort(counts, kind="stable")[::-1][:2]
+    obj, bg = (int(top[1]), int(top[0])) if top.size > 1 else (int(top[0]), int(top[0]))
+    share = counts[obj] / arr.size
+    return (f"mask is not binary (non-zero values {shown}{' ...' if vals.size > 6 else ''}); the object is "
+            f"likely the minority value {_plain(every[obj], arr)} ({share:.0%} of the pixels; "
+            f"{_plain(every[bg], arr)} covers {counts[bg] / arr.size:.0%}): set \"label\": "
+            f"{_plain(every[obj], arr)} in dataset.json (or a list, '#rrggbb' or 'any')")
+
+
+def _plain(v: Any, arr: np.ndarray) -> float | int:
+    return float(v) if arr.dtype.kind == "f" else int(v)
 
 
 def foreground(arr: np.ndarray, kind: str, values: tuple[int, ...] | None) -> np.ndarray:
@@ -389,7 +417,8 @@ def scan_folder(root: str | Path, image_size: int | None = None, normalize: str 
             problems.append(Problem(str(d), f"missing folder; expected layout:\n{LAYOUT}"))
     if problems and not (images_dir.is_dir() and masks_dir.is_dir()):
         return None, problems, notes
-    images = _list_files(images_dir, problems, notes)
+    broken_images: set[str] = set()
+    images = _list_files(images_dir, problems, notes, broken_images)
     if not images:
         problems.append(Problem(str(images_dir), "no image files"))
     rater_dirs = sorted(p.name for p in masks_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -406,7 +435,7 @@ def scan_folder(root: str | Path, image_size: int | None = None, normalize: str 
         files = _list_files(masks_dir / r, problems, notes) if (masks_dir / r).is_dir() else {}
         if (masks_dir / r).is_dir() and not files:
             problems.append(Problem(str(masks_dir / r), "rater folder with no mask files"))
-        for stem in sorted(set(files) - set(images)):
+        for stem in sorted(set(files) - set(images) - broken_images):
             problems.append(Problem(str(files[stem]), f"mask without an image (no images/{stem}.*)"))
         rater_files.append(files)
     csv_rows: dict[str, tuple[str, str | None]] = {}
@@ -423,6 +452,7 @@ def scan_folder(root: str | Path, image_size: int | None = None, normalize: str 
         c = _check_case(case, images[case], [f.get(case) for f in rater_files], opts, kind, values, store, problems)
         if c is not None:
             cases.append(c)
+    notes += store.repaired
     channels = opts.channels or max((c.channels for c in cases), default=1)
     for c in cases:
         if c.channels not in (1, channels) and channels != 1:

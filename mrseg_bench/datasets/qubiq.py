@@ -93,10 +93,11 @@ def _scan_cases(phase_dir: Path, subtask: int) -> list[tuple[str, Path, dict[int
 
 
 def _decode_nifti(path: Path) -> np.ndarray:
-    import nibabel as nib
+    from .readers import load_nifti
 
+    img = load_nifti(path)
     try:
-        arr = np.asarray(nib.load(str(path)).dataobj)
+        arr = np.asarray(img.dataobj)
     except Exception as exc:  # nibabel raises several types for a corrupt file
         raise ValueError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
     while arr.ndim > 2 and arr.shape[-1] == 1:

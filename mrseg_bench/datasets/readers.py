@@ -10,10 +10,17 @@ Formats: png, jpg/jpeg, tif/tiff, bmp (Pillow), npy (numpy, no pickles), nii/nii
   PNGs as palette indices, RGB(A) as ``0xRRGGBB`` integers (black = background); a multi-frame
   TIFF -> ``(H,W,Z)``. npy / NIfTI as for images.
 Every failure is a ValueError naming the file.
+
+Size cap: a NIfTI file's voxel count is read from its header and checked against
+``max_voxels()`` (default 2**28 = 268M voxels, a 512x512x1024 volume; environment variable
+``MRSEG_MAX_VOXELS``) *before* its data is read, so a small ``.nii.gz`` of a huge volume is
+refused without decompressing it (Pillow files have Pillow's own pixel limit; a ``.npy`` holds
+its data uncompressed, so its size is the file's).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +28,42 @@ import numpy as np
 PIL_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 ARRAY_EXTS = (".npy", ".nii", ".nii.gz")
 EXTS = PIL_EXTS + ARRAY_EXTS
+MAX_VOXELS_ENV = "MRSEG_MAX_VOXELS"
+DEFAULT_MAX_VOXELS = 2**28
+
+
+def max_voxels() -> int:
+    """The voxel cap for one NIfTI file: ``$MRSEG_MAX_VOXELS`` or ``DEFAULT_MAX_VOXELS``."""
+    text = os.environ.get(MAX_VOXELS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_VOXELS
+    try:
+        value = int(float(text))
+    except ValueError:
+        raise ValueError(f"{MAX_VOXELS_ENV}={text!r}: expected a number of voxels") from None
+    if value < 1:
+        raise ValueError(f"{MAX_VOXELS_ENV}={text!r}: must be >= 1")
+    return value
+
+
+def load_nifti(path: Path):
+    """``nibabel.load(path)`` with its header's voxel count checked against ``max_voxels()``
+    before any data is read. ValueError naming the file."""
+    import math
+
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        shape = tuple(int(d) for d in img.shape)
+    except Exception as exc:  # noqa: BLE001 - nibabel raises several types for a corrupt file
+        raise ValueError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
+    cap = max_voxels()
+    if math.prod(shape) > cap:
+        raise ValueError(f"{path}: NIfTI header declares shape {shape} ({math.prod(shape):,} voxels), more than "
+                         f"the {cap:,}-voxel cap; crop the volume, or raise the cap with {MAX_VOXELS_ENV}=N "
+                         "if it is genuine; nothing was read")
+    return img
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -98,10 +141,9 @@ def _npy(path: Path) -> np.ndarray:
 
 
 def _nifti(path: Path) -> np.ndarray:
-    import nibabel as nib
-
+    img = load_nifti(path)
     try:
-        arr = np.asarray(nib.load(str(path)).dataobj)
+        arr = np.asarray(img.dataobj)
     except Exception as exc:  # noqa: BLE001 - nibabel raises several types for a corrupt file
         raise ValueError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
     return _squeeze_trailing(arr)

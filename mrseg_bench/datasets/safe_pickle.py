@@ -9,16 +9,25 @@ called, so a malicious ``__reduce__`` (``os.system``, ``eval``, ...) never runs:
   int, float, complex, bool), ``collections.OrderedDict``, and ``_codecs.encode`` (how protocol
   0-2 pickles store ``bytes``).
 
-The file is streamed through ``pickle.Unpickler`` (no extra in-memory copy of its bytes), so
-peak memory is the size of the unpickled objects, not twice the file size.
+The file is streamed through the pure-Python ``pickle._Unpickler`` (no extra in-memory copy of
+its bytes), so peak memory is the size of the unpickled objects, not twice the file size; it is
+used instead of the C one because its ``BUILD`` opcode can be charged (below).
 
-Allocation cap: the only allow-listed callables that allocate memory not present in the file
-are ``numpy.ndarray(shape, dtype)`` and ``bytes(n)``/``bytearray(n)``. Their sizes are computed
-*before* anything is allocated and summed; past ``max_bytes`` (default
-``max(64 MiB, 16 x file size)``; override with the ``max_bytes`` argument or the environment
-variable ``MRSEG_PICKLE_MAX_BYTES``) the load fails with ``PickleBombError`` naming the file.
-Arrays rebuilt from their stored bytes (``_reconstruct`` + ``__setstate__``, ``_frombuffer``)
-are bounded by the file itself.
+Allocation cap: every allow-listed callable the pickle calls is charged, *before* it runs, an
+upper bound of the memory its result takes beyond the file: ``numpy.ndarray(shape, dtype)`` and
+``_reconstruct`` their shape x itemsize, ``numpy...scalar`` its itemsize, ``bytes``/``bytearray``
+the bytes they build (``n``, or the length of a buffer/str/iterable argument), ``list``/``tuple``
+8 bytes per element and ``set``/``frozenset``/``dict``/``OrderedDict`` 128 (plus 128 per element
+when iterating an array or a str builds a new object per element), ``_codecs.encode`` 1 byte per
+character (latin-1) or 4 (utf-8; other codecs are refused), ``str`` 4 bytes per decoded byte
+(``str`` of anything but bytes or a scalar is refused: its repr can be any size). The charges
+are summed over the whole load, so one stored object reused through the memo is charged each
+time it is expanded; past ``max_bytes`` (default ``max(64 MiB, 16 x file size)``; override
+with the ``max_bytes`` argument or the environment variable ``MRSEG_PICKLE_MAX_BYTES``) the load
+fails with ``PickleBombError`` naming the file, before that allocation. Arrays rebuilt from
+their stored bytes (``_frombuffer``) share those bytes; an array's ``__setstate__`` (the
+``BUILD`` opcode) is charged the size of its raw data, which numpy copies when it is
+byte-swapped, unaligned or small.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import io
 import math
 import os
 import pickle
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +51,9 @@ _BUILTINS_ALLOWED = {
     "complex", "bool",
 }
 _OTHER_ALLOWED = {("collections", "OrderedDict"), ("_codecs", "encode")}
+_SCALARS = {"int", "float", "complex", "bool"}
+_ENCODINGS = {"latin1": 1, "latin-1": 1, "iso-8859-1": 1, "iso8859-1": 1, "l1": 1,
+              "utf-8": 4, "utf8": 4}
 
 
 MIN_MAX_BYTES = 64 * 2**20
@@ -82,6 +95,26 @@ def _as_shape(shape: Any) -> tuple[int, ...] | None:
     return tuple(int(d) for d in shape)
 
 
+def _length(obj: Any, source: str, name: str) -> int:
+    """``len(obj)``; UnsafePickleError when ``name`` would iterate an object of unknown size."""
+    try:
+        return len(obj)
+    except TypeError:
+        raise UnsafePickleError(f"{source}: refused {name}() of {type(obj).__name__} (no size to "
+                                "bound it by); nothing was built") from None
+
+
+def _describe(args: tuple) -> str:
+    """A short description of call arguments: their types and sizes, never their values."""
+    parts = []
+    for a in args[:3]:
+        try:
+            parts.append(f"{type(a).__name__}[{len(a)}]")
+        except TypeError:
+            parts.append(type(a).__name__)
+    return "(" + ", ".join(parts) + ")"
+
+
 def _numpy_core(submodule: str) -> Any:
     """``numpy._core.<sub>`` (numpy >= 2) or ``numpy.core.<sub>`` (numpy 1.x), warning-free."""
     try:
@@ -90,8 +123,11 @@ def _numpy_core(submodule: str) -> Any:
         return importlib.import_module(f"numpy.core.{submodule}")
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """``pickle.Unpickler`` whose ``find_class`` only resolves allow-listed globals."""
+class RestrictedUnpickler(pickle._Unpickler):
+    """``pickle._Unpickler`` whose ``find_class`` only resolves allow-listed globals and whose
+    calls and array ``BUILD``s are charged against ``max_bytes`` before they allocate."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)
 
     def __init__(self, file: Any, *, source: str = "<pickle>", max_bytes: int | None = None) -> None:
         super().__init__(file)
@@ -132,13 +168,64 @@ class RestrictedUnpickler(pickle.Unpickler):
         self._charge(dt.itemsize * math.prod(dims), f"an array of shape {dims} and dtype {dt}")
         return _numpy_core("multiarray")._reconstruct(numpy.ndarray, dims, dtype)
 
-    def _guarded_bytes(self, cls: type):
+    def _guarded_builtin(self, name: str, func: Any):
+        """``func`` (an allow-listed builtin) charged ``_build_cost`` before it is called."""
         def build(*args: Any, **kwargs: Any) -> Any:
-            if args and isinstance(args[0], int) and not isinstance(args[0], bool):
-                self._charge(max(int(args[0]), 0), f"{cls.__name__}(n)")
-            return cls(*args, **kwargs)
+            self._charge(self._build_cost(name, args, kwargs), f"{name}() of {_describe(args)}")
+            return func(*args, **kwargs)
 
         return build
+
+    def _build_cost(self, name: str, args: tuple, kwargs: dict) -> int:
+        """Upper bound of the bytes ``name(*args, **kwargs)`` allocates (see the module doc)."""
+        first = args[0] if args else None
+        if name in _SCALARS:
+            if isinstance(first, str | bytes | bytearray):
+                return 64 + 4 * len(first)
+            return 64
+        if name in ("bytes", "bytearray"):
+            if first is None:
+                return 64
+            if isinstance(first, int) and not isinstance(first, bool):
+                return 64 + max(int(first), 0)
+            if isinstance(first, str):
+                return 64 + 4 * len(first)
+            try:
+                return 64 + memoryview(first).nbytes
+            except TypeError:
+                return 64 + _length(first, self.source, name)
+        if name == "str":
+            if first is None or isinstance(first, str):
+                return 64
+            if isinstance(first, bytes | bytearray) and len(args) + len(kwargs) > 1:
+                return 64 + 4 * len(first)
+            if isinstance(first, int | float | complex | bool) and len(args) == 1:
+                return 256
+            raise UnsafePickleError(f"{self.source}: refused str() of {_describe(args)} (its size "
+                                    "is not bounded by the file); nothing was built")
+        if name == "encode":
+            enc = (args[1] if len(args) > 1 else kwargs.get("encoding", "utf-8"))
+            norm = str(enc).lower().replace("_", "-")
+            if not isinstance(first, str) or norm not in _ENCODINGS:
+                raise UnsafePickleError(f"{self.source}: refused _codecs.encode of {_describe(args)} "
+                                        "(only str to latin-1 or utf-8); nothing was built")
+            return 64 + _ENCODINGS[norm] * len(first)
+        # containers: list, tuple, set, frozenset, dict, OrderedDict
+        if first is None:
+            return 64
+        import numpy
+
+        per_item = 8 if name in ("list", "tuple") else 128
+        if isinstance(first, numpy.ndarray | str):
+            per_item += 128  # a new scalar, view or 1-char str per element
+        return 64 + per_item * _length(first, self.source, name)
+
+    def _guarded_scalar(self, dtype: Any, *args: Any) -> Any:
+        import numpy
+
+        if isinstance(dtype, numpy.dtype) and not dtype.hasobject:
+            self._charge(dtype.itemsize, f"a numpy scalar of dtype {dtype}")
+        return _numpy_core("multiarray").scalar(dtype, *args)
 
     def find_class(self, module: str, name: str) -> Any:
         if module in ("numpy.core.multiarray", "numpy._core.multiarray",
@@ -146,6 +233,8 @@ class RestrictedUnpickler(pickle.Unpickler):
             sub = module.rsplit(".", 1)[1]
             if (sub, name) == ("multiarray", "_reconstruct"):
                 return self._guarded_reconstruct
+            if (sub, name) == ("multiarray", "scalar"):
+                return self._guarded_scalar
             if (sub, name) in _NUMPY_ALLOWED:
                 return getattr(_numpy_core(sub), name)
         elif module == "numpy" and name == "ndarray":
@@ -157,15 +246,29 @@ class RestrictedUnpickler(pickle.Unpickler):
         elif module in ("builtins", "__builtin__") and name in _BUILTINS_ALLOWED:
             import builtins
 
-            if name in ("bytes", "bytearray"):
-                return self._guarded_bytes(getattr(builtins, name))
-            return getattr(builtins, name)
+            return self._guarded_builtin(name, getattr(builtins, name))
         elif (module, name) in _OTHER_ALLOWED:
-            return getattr(importlib.import_module(module), name)
+            return self._guarded_builtin(name, getattr(importlib.import_module(module), name))
         raise UnsafePickleError(
             f"{self.source}: refused to load global {module}.{name} (only numpy arrays, dtypes "
             "and builtin containers are allowed in dataset pickles); nothing was executed"
         )
+
+    def load_build(self) -> None:
+        """``BUILD``: an ndarray's ``__setstate__`` is charged the size of its raw data first."""
+        import numpy
+
+        state, inst = self.stack[-1], self.stack[-2]
+        if isinstance(inst, numpy.ndarray) and isinstance(state, tuple) and state:
+            raw = state[-1]
+            try:
+                nbytes = memoryview(raw).nbytes
+            except TypeError:
+                nbytes = 8 * _length(raw, self.source, "ndarray.__setstate__")
+            self._charge(nbytes, "the data of an array (copied by __setstate__)")
+        pickle._Unpickler.load_build(self)
+
+    dispatch[pickle.BUILD[0]] = load_build
 
     def persistent_load(self, pid: Any) -> Any:
         raise UnsafePickleError(f"{self.source}: refused persistent id {pid!r}")
@@ -198,5 +301,5 @@ def _load_stream(stream: Any, source: str, max_bytes: int) -> Any:
     except UnsafePickleError:
         raise
     except (pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError,
-            IndexError, KeyError, MemoryError, OverflowError) as exc:
+            IndexError, KeyError, MemoryError, OverflowError, struct.error) as exc:
         raise ValueError(f"{source}: not a readable dataset pickle ({type(exc).__name__}: {exc})") from exc

@@ -148,6 +148,8 @@ def load_baseline(path: Path) -> dict[str, Any]:
     a non-finite number (``NaN``/``Infinity``/``1e999``), wrong version, bad tolerances, no
     entries, an entry without its keys or with a non-numeric value, a duplicate entry."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"baseline {path}: is a folder; give the baseline JSON file")
     if not path.is_file():
         raise FileNotFoundError(f"baseline {path}: no such file (create it with --update)")
 
@@ -158,6 +160,8 @@ def load_baseline(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"), parse_constant=no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"baseline {path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ValueError(f"baseline {path}: not a baseline (JSON nested too deeply)") from None
     if not isinstance(data, dict) or data.get("version") != VERSION:
         raise ValueError(f"baseline {path}: expected an object with \"version\": {VERSION}")
 
@@ -179,6 +183,8 @@ def load_baseline(path: Path) -> dict[str, Any]:
             raise ValueError(f"baseline {path}: entries[{i}] needs keys {[*RUN_KEY, 'metric', 'value']}")
         if e["value"] is not None and not number(e["value"]):
             raise ValueError(f"baseline {path}: entries[{i}].value must be a finite number or null")
+        if why := _key_types(e, ("metric",)):
+            raise ValueError(f"baseline {path}: entries[{i}].{why}")
         if not isinstance(e.get("gated", True), bool):
             raise ValueError(f"baseline {path}: entries[{i}].gated must be true or false")
         key = (*(str(e[k]) for k in RUN_KEY), _config_id(e), str(e["metric"]))  # two configs may share a run key
@@ -197,6 +203,8 @@ def load_baseline(path: Path) -> dict[str, Any]:
             raise ValueError(f"baseline {path}: throughput.entries[{i}] needs keys {[*RUN_KEY, 'value']}")
         if e["value"] is not None and not number(e["value"]):
             raise ValueError(f"baseline {path}: throughput.entries[{i}].value must be a finite number or null")
+        if why := _key_types(e, ()):
+            raise ValueError(f"baseline {path}: throughput.entries[{i}].{why}")
         key = tuple(str(e[k]) for k in RUN_KEY)
         if key in seen:
             raise ValueError(f"baseline {path}: throughput.entries[{i}] repeats throughput.entries[{seen[key]}]")
@@ -204,6 +212,23 @@ def load_baseline(path: Path) -> dict[str, Any]:
     data["tolerance"] = {**DEFAULT_TOLERANCE, **tol}
     data["throughput"] = {**DEFAULT_THROUGHPUT, "entries": [], **thr}
     return data
+
+
+def _key_types(e: dict, text_keys: tuple[str, ...]) -> str | None:
+    """Why an entry's identifying fields have the wrong types (``<key> must be ...``), or None:
+    method, dataset, preset and ``text_keys`` strings, seed an int, the optional experiment,
+    protocol and convention strings, overrides an object."""
+    for k in ("method", "dataset", "preset", *text_keys):
+        if not isinstance(e[k], str):
+            return f"{k} must be a string, not {type(e[k]).__name__}"
+    if isinstance(e["seed"], bool) or not isinstance(e["seed"], int):
+        return f"seed must be an integer, not {type(e['seed']).__name__}"
+    for k in ("experiment", "protocol", "convention"):
+        if k in e and not isinstance(e[k], str):
+            return f"{k} must be a string, not {type(e[k]).__name__}"
+    if "overrides" in e and not isinstance(e["overrides"], dict):
+        return f"overrides must be an object, not {type(e['overrides']).__name__}"
+    return None
 
 
 def _spec_tolerance(name: str, tol: dict) -> float:
@@ -322,8 +347,11 @@ def write_baseline(path: Path, metric_now: list[dict], thr_now: list[dict],
                        "entries": thr_now},
     }
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"baseline {path}: cannot write it ({exc.strerror or exc})") from None
 
 
 def run_check(store_path: Path, baseline_path: Path, tolerance: float | None = None,
@@ -341,6 +369,8 @@ def run_check(store_path: Path, baseline_path: Path, tolerance: float | None = N
     if not metric_now:  # an empty or failed-only store: a usage error (exit 2), never a gate result
         raise ValueError(f"results store {store_path}: no finished runs with metrics"
                          + ("; refusing to write an empty baseline" if update else " to check"))
+    if baseline_path.is_dir():
+        raise ValueError(f"baseline {baseline_path}: is a folder; give the baseline JSON file")
     if update:
         previous = load_baseline(baseline_path) if baseline_path.is_file() else None
         if previous is not None:

@@ -26,6 +26,7 @@ from ..engine.run_config import RunConfig
 from ..paths import check_name
 from ..presets import Preset, load_preset, preset_names
 from ..registry import DATASETS, METHODS, RegistryError
+from .checks import check_seeds, check_train_split
 from .overrides import (
     UsageError,
     canonical_options,
@@ -89,6 +90,7 @@ def plan_grid(methods: str, datasets: str = "synthetic", seeds: Sequence[int] = 
         dataset_names = DATASETS.resolve(datasets)
         if not seeds:
             raise UsageError("--seeds: give at least one seed")
+        check_seeds(seeds)
         defaults = {m: METHODS.get(m).default_config() for m in method_names}
         fields = {m: {f.name for f in dataclasses.fields(c)} for m, c in defaults.items()}
         run_o, ds_o, meth_o = route_sets(parse_sets(sets), method_names, fields)
@@ -128,6 +130,7 @@ def plan_grid(methods: str, datasets: str = "synthetic", seeds: Sequence[int] = 
             if not splits[d].test:
                 raise UsageError(f"dataset {d!r}: the test split is empty (run.test_fraction="
                                  f"{run_cfg.test_fraction}, protocol {run_cfg.protocol!r}); nothing would be evaluated")
+            check_train_split(d, splits[d])
         fingerprints = {d: identity.data_fingerprint(built[d]) for d in dataset_names}
         run_part = hashed_run(run_cfg)
         run_diff = differences(run_part, hashed_run(apply_overrides(RunConfig(), preset_obj.run, where="run")), "run.")

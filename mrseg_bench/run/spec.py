@@ -33,10 +33,11 @@ import torch
 from ..config import apply_overrides
 from ..engine.device import resolve_device, resolve_precision
 from ..engine.run_config import RunConfig
-from ..identity import config_hash, experiment_slug, hashed_code, jsonable
+from ..identity import config_hash, experiment_slug, hashed_code, hashed_fields, jsonable
 from ..method import Method
 from ..paths import check_name
 from ..registry import METHODS, RegistryError
+from .checks import check_seeds
 from .overrides import UsageError, canonical_options
 
 SPEC_SCHEMA = 1
@@ -131,6 +132,25 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
+def _check_hashed_run(config: dict[str, Any], run_cfg: RunConfig, device: torch.device, precision: str,
+                      preset: str) -> None:
+    """UsageError naming the first field a worker would run with (``run_config.<field>``, device,
+    precision, preset, protocol, convention) that differs from the config its hash covers: a spec
+    edited by hand must not run under the planned hash."""
+    rebuilt = {"run": jsonable(hashed_fields(run_cfg)), "device_type": device.type, "precision": precision,
+               "preset": preset, "protocol": run_cfg.protocol, "convention": run_cfg.convention}
+    for key, have in rebuilt.items():
+        want = config.get(key, "<absent>")
+        if want == have:
+            continue
+        field = "device" if key == "device_type" else key
+        if key == "run" and isinstance(want, dict):
+            sub = next(k for k in sorted(set(want) | set(have)) if want.get(k) != have.get(k))
+            field, want, have = f"run_config.{sub}", want.get(sub, "<absent>"), have.get(sub, "<absent>")
+        raise UsageError(f"spec: {field} is {have!r} but the config its hash covers says {want!r} (edited by "
+                         "hand?); plan again instead of editing a spec")
+
+
 def spec_from_json(data: Any) -> RunSpec:
     """Rebuild a RunSpec from its JSON form; UsageError (one line, "spec: ...") when it is not one."""
     if not isinstance(data, dict) or data.get("schema") != SPEC_SCHEMA:
@@ -142,6 +162,10 @@ def spec_from_json(data: Any) -> RunSpec:
             raise UsageError(f"spec: {key!r} is missing or not a {tp.__name__}")
     if data.get("data_root") is not None and not isinstance(data["data_root"], str):
         raise UsageError("spec: 'data_root' must be a string or null")
+    try:
+        check_seeds([data["seed"]])
+    except ValueError as exc:
+        raise UsageError(f"spec: {exc}") from None
     for key in ("method", "dataset"):  # they become folder names (the experiment is slugged)
         try:
             check_name(data[key], key)
@@ -181,6 +205,7 @@ def spec_from_json(data: Any) -> RunSpec:
                    code=dict(data.get("code") or config.get("code") or {}),
                    reuse_hash=str(data.get("reuse_hash") or ""))
     spec.__dict__["run_cfg"] = run_cfg
+    _check_hashed_run(config, run_cfg, device, precision, data["preset"])
     if "run_dir" in data and data["run_dir"] != spec.run_dir(Path()).as_posix():
         raise UsageError(f"spec: run_dir {data['run_dir']!r} does not match its method, dataset, seed and hash")
     return spec
