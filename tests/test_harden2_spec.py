@@ -12,8 +12,10 @@ import test_engine_toys as toys
 from typer.testing import CliRunner
 
 from mrseg_bench.cli import app
-from mrseg_bench.runner import UsageError, config_hash, plan_grid
-from mrseg_bench.spec import spec_from_json, spec_to_json
+from mrseg_bench.identity import config_hash
+from mrseg_bench.run.overrides import UsageError
+from mrseg_bench.run.plan import plan_grid
+from mrseg_bench.run.spec import spec_from_json, spec_to_json
 
 PRESET = toys.preset_toml(num_cases=16, epochs=1, n_samples=3, profile_steps=1, latency_repeats=2,
                           qualitative_cases=0)
@@ -117,7 +119,6 @@ def test_spec_file_is_read_with_a_size_limit(tmp_path, monkeypatch) -> None:
 
 # item 10 (the cause is fixed by the run-pipeline change)
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="fixed by the run-pipeline change")
 def test_run_with_experiment_name_writes_its_report(toy_preset, tmp_path) -> None:
     out = tmp_path / "runs"
     res = CliRunner().invoke(app, ["run", "--methods", "toy", "--dataset", "toyset", "--preset", toy_preset,
