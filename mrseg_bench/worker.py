@@ -36,6 +36,7 @@ from .engine.data import limit, make_batches, prepare
 from .engine.device import reset_peak_memory, seed_everything
 from .engine.evaluate import evaluate, metric_suite
 from .engine.profile import profile_method
+from .engine.run_env import run_facts
 from .engine.train import TrainingStopped, checkpoint_path, train
 from .interrupts import RunInterrupted, StopFlag
 from .references import reference_rows
@@ -194,7 +195,8 @@ def _attempt(spec: RunSpec, dataset, work_dir: Path, run_dir: Path, split, quiet
         atomic_write_text(work_dir / "config.json", json.dumps(
             {**spec.config, "config_hash": spec.config_hash}, indent=2, sort_keys=True))
         rows, prof = _train_evaluate_profile(spec, dataset, work_dir, split, quiet, stop)
-        row.update(status="done", finished_at=_now(), wall_s=time.perf_counter() - t_start)
+        row.update(status="done", finished_at=_now(), wall_s=time.perf_counter() - t_start,
+                   env_json={**row["env_json"], **run_facts(dataset)})
         result = write_result(work_dir, row, rows, prof)
     except TrainingStopped:
         raise
