@@ -355,13 +355,17 @@ def collect(
         raise typer.Exit(1)
 
 
+def _warn(message: str) -> None:
+    err_console.print(f"warning: {message}", markup=False, highlight=False)
+
+
 def _write_report(store_path: Path, out_dir: Path, quiet: bool, experiment: str | None = None) -> bool:
     """Write the report of ``experiment``; False (error printed) when it fails: the runs are
     stored, so the grid is not lost, but the command exits non-zero."""
     from .reports.report import write_report
 
     try:
-        paths = write_report(store_path, out_dir, experiment=experiment)
+        paths = write_report(store_path, out_dir, experiment=experiment, log=_warn)
     except Exception as exc:  # noqa: BLE001 - the runs are stored; report the failure, exit 1
         err_console.print(f"error: report failed: {type(exc).__name__}: {exc} (the runs are stored; "
                           f"rerun `mrseg-bench report --store {store_path}`)", markup=False)
@@ -519,7 +523,7 @@ def report(
 
     _check_out_dir(out, "--out")  # writes nothing: a store that fails validation leaves no folder behind
     try:
-        paths = write_report(store, out, reference=reference, experiment=experiment)
+        paths = write_report(store, out, reference=reference, experiment=experiment, log=_warn)
     except ValueError as exc:
         raise _usage(str(exc)) from None
     except OSError as exc:
