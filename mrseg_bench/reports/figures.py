@@ -136,7 +136,6 @@ def throughput_scatter(stats: pd.DataFrame, methods: list[str], stem: Path, titl
             ax.set_ylim(min(0.0, min(ys, default=0.0) * 1.1), top * 1.1 if top > 0 else 0.1)  # from zero
             arrow = {True: " ↑", False: " ↓", None: ""}[higher_is_better(metric)]
             ax.set_ylabel(summary_label(metric) + arrow)
-            ax.set_xlabel("inference images/s (log)")
             ax.grid(True, which="both", alpha=0.3)
         seen: dict[str, object] = {}
         for ax in axes[: len(panels)]:
@@ -146,8 +145,9 @@ def throughput_scatter(stats: pd.DataFrame, methods: list[str], stem: Path, titl
         fig.legend([seen[m] for m in order], order, loc="outside upper center", ncol=min(len(order), 4),
                    frameon=False)
         note = _how(intervals)
-        if title or note:
-            fig.suptitle("; ".join(t for t in (title, note) if t), y=0.0, va="bottom", fontsize=MIN_FONT)
+        fig.supxlabel("; ".join(t for t in ("inference images/s (log scale)", note) if t), fontsize=8)
+        if title:
+            fig.suptitle(title)
         return save_figure(fig, stem)
 
 
@@ -201,7 +201,8 @@ def per_rater_bars(stats: pd.DataFrame, methods: list[str], stem: Path, title: s
         ax.set_ylabel("Dice (output r vs rater r)")
         ax.set_ylim(0, 1.05)
         ax.grid(True, axis="y", alpha=0.3)
-        fig.legend(loc="outside upper center", ncol=min(3, len(shown) + len(refs)), frameon=False)
+        entries = len(shown) + len(refs)
+        fig.legend(loc="outside upper center", ncol=min(2 if fig_w == SINGLE_COLUMN else 4, entries), frameon=False)
         note = _how(intervals)
         if title or note:
             ax.set_title("; ".join(t for t in (title, note) if t), fontsize=MIN_FONT)
@@ -285,5 +286,5 @@ def qualitative_grid(images: torch.Tensor, raters: torch.Tensor,
         fig.legend(handles, names, loc="outside upper center", ncol=min(r, 6), frameon=False,
                    title="rater outlines", title_fontsize=MIN_FONT)
         if soft_im is not None:
-            fig.colorbar(soft_im, ax=axes.ravel().tolist(), shrink=0.8, label="foreground probability")
+            fig.colorbar(soft_im, ax=axes.ravel().tolist(), shrink=0.6, label="foreground probability")
         return save_figure(fig, Path(out_path))

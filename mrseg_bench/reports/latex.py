@@ -84,7 +84,7 @@ FIT_WIDTH = (f"\\ifdim\\width>{1 / MIN_SCALE:g}\\linewidth {MIN_SCALE:g}\\width"
              r"\else\ifdim\width>\linewidth\linewidth\else\width\fi\fi")
 
 
-LONG_LABEL = 18  # row labels longer than this wrap in a column of LABEL_WIDTH
+LONG_LABEL = 24  # row labels longer than this wrap in a column of LABEL_WIDTH
 
 
 LABEL_WIDTH = "2.3cm"

@@ -437,7 +437,7 @@ def _parts(kind: str, keys: list[str]) -> list[tuple[str, list[str]]]:
     from ..metrics import N_SAMPLES_METRIC
 
     if len(keys) <= MAX_COLUMNS:
-        return [(kind, keys)]
+        return [(kind, keys)] if keys else []
     lead = [k for k in keys if k == N_SAMPLES_METRIC]
     rest = [k for k in keys if k not in lead]
     if kind in SPLITS:
@@ -550,7 +550,7 @@ def build_tables(results: Results, reference: str | None = None, alpha: float = 
         machine = machine_frame(group)
         all_keys = profile_keys(set(pstats["key"]))
         cost_args = dict(stats=pstats, pvals=pd.DataFrame(columns=["method", "key", "p"]), caps=caps,
-                         **{**args, "reference": None, "requested": None})
+                         **{**args, "requested": None})  # the reference only orders the rows here
         cost_keys = [k for k in all_keys if cost_table(k) == "cost"]
         if cost_keys:
             t = _table("cost", key, rows, [cost_column(k) for k in cost_keys], text=None, **cost_args)
