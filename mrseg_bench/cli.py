@@ -24,8 +24,11 @@ DASH = "—"
 
 
 def _usage(msg: str) -> typer.Exit:
-    """Print a one-line error and return the exit (code 2) to raise."""
-    err_console.print(f"error: {' '.join(str(msg).split())}", markup=False, highlight=False, soft_wrap=True)
+    """Print the error and return the exit (code 2) to raise: the first line after ``error:``,
+    whitespace collapsed; further lines (an expected layout, a problem list) indented as given."""
+    first, *rest = str(msg).split("\n") or [""]
+    text = "\n".join([f"error: {' '.join(first.split())}", *(f"  {line.rstrip()}" for line in rest if line.strip())])
+    err_console.print(text, markup=False, highlight=False, soft_wrap=True)
     return typer.Exit(2)
 
 
@@ -580,7 +583,7 @@ def data_check(
     try:
         result = check_dataset(dataset, data_root, opts, out)
     except (ValueError, KeyError) as exc:
-        raise _usage(str(exc).splitlines()[0]) from None
+        raise _usage(str(exc)) from None
     console.print(format_summary(result), markup=False, highlight=False, soft_wrap=True)
     if not result.ok:
         raise typer.Exit(2)

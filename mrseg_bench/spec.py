@@ -94,7 +94,7 @@ def spec_from_json(data: Any) -> RunSpec:
     except UsageError:
         raise
     except (RegistryError, ValueError, TypeError, KeyError) as exc:
-        raise UsageError(f"spec: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        raise UsageError(f"spec: {str(exc) or type(exc).__name__}") from None
     spec = RunSpec(data["method"], data["dataset"], data["seed"], data["preset"], method_obj,
                    dict(data["dataset_options"]), run_cfg, device, precision, config=config,
                    config_hash=data["config_hash"], data_root=data.get("data_root"),
@@ -114,7 +114,7 @@ def build_dataset(spec: RunSpec):
         root = None if spec.data_root is None else Path(spec.data_root)
         return DATASETS.get(spec.dataset)(root=root, **spec.dataset_options)
     except (RegistryError, ValueError, TypeError, OSError, KeyError) as exc:
-        raise UsageError(f"spec: dataset {spec.dataset!r}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        raise UsageError(f"spec: dataset {spec.dataset!r}: {str(exc) or type(exc).__name__}") from None
 
 
 def execute_spec(spec_json: dict[str, Any], out: str | Path, *, force: bool = False, quiet: bool = True,
