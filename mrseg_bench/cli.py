@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from .progress import grid_total
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Benchmark multi-rater medical image segmentation methods head to head.")
@@ -155,6 +158,7 @@ def run(
         console.print(f"{len(plan.specs)} run(s); preset {plan.preset.name}; experiment {spec0.experiment}; "
                       f"device {spec0.device} "
                       f"({spec0.precision}); out {out}; store {store_path}", markup=False, soft_wrap=True)
+    t_grid = time.perf_counter()
     try:
         if executor == "local":
             outcomes = run_grid(plan, out, store_path, force=force, quiet=quiet, log=log,
@@ -165,6 +169,7 @@ def run(
         raise _interrupted(exc) from None
     failed = [o for o in outcomes if o.status == "failed"]
     unindexed = [o for o in outcomes if o.store_error]
+    log(grid_total(outcomes, time.perf_counter() - t_grid))
     try:
         with ResultsStore(store_path) as st:
             frame = summarize(st, [o.run_id for o in outcomes if o.status in ("done", "skipped") and o.run_id])

@@ -50,3 +50,13 @@ def test_unknown_method_suggests_the_close_name(tmp_path):
     assert "unknown method 'dpersonna' (did you mean 'dpersona'?)" in res.output
     res = _invoke("run", "--methods", "zzzz", "--preset", "smoke", "--out", str(tmp_path / "o"))
     assert "did you mean" not in res.output and "unknown method 'zzzz'" in res.output
+
+
+def test_grid_total_line():
+    from types import SimpleNamespace
+
+    from mrseg_bench.progress import duration, grid_total
+
+    assert [duration(s) for s in (4.4, 185, 3725)] == ["4s", "3m 05s", "1h 02m"]
+    runs = [SimpleNamespace(status=s) for s in ("done", "done", "skipped")]
+    assert grid_total(runs, 185) == "grid: 3 run(s) in 3m 05s (2 done, 1 skipped)"
