@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .progress import grid_total
+from .store_tidy import tidy_wal
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Benchmark multi-rater medical image segmentation methods head to head.")
@@ -374,6 +375,7 @@ def _write_report(store_path: Path, out_dir: Path, quiet: bool, experiment: str 
 
     try:
         paths = write_report(store_path, out_dir, experiment=experiment, log=_warn)
+        tidy_wal(store_path)  # the report read it read-only: no -wal/-shm left behind
     except Exception as exc:  # noqa: BLE001 - the runs are stored; report the failure, exit 1
         err_console.print(f"error: report failed: {type(exc).__name__}: {exc} (the runs are stored; "
                           f"rerun `mrseg-bench report --store {store_path}`)", markup=False)
@@ -532,6 +534,7 @@ def report(
     _check_out_dir(out, "--out")  # writes nothing: a store that fails validation leaves no folder behind
     try:
         paths = write_report(store, out, reference=reference, experiment=experiment, log=_warn)
+        tidy_wal(store)
     except ValueError as exc:
         raise _usage(str(exc)) from None
     except OSError as exc:

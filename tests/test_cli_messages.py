@@ -60,3 +60,13 @@ def test_grid_total_line():
     assert [duration(s) for s in (4.4, 185, 3725)] == ["4s", "3m 05s", "1h 02m"]
     runs = [SimpleNamespace(status=s) for s in ("done", "done", "skipped")]
     assert grid_total(runs, 185) == "grid: 3 run(s) in 3m 05s (2 done, 1 skipped)"
+
+
+def test_run_leaves_no_wal_files(tmp_path):
+    from report_stores import write_run
+
+    store = tmp_path / "s.sqlite"
+    write_run(store, "dpersona", 0)
+    res = _invoke("report", "--store", str(store), "--out", str(tmp_path / "out"))
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("s.sqlite")) == ["s.sqlite"]

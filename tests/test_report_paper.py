@@ -143,3 +143,9 @@ def test_intervals_std_over_seeds_or_bootstrap_over_cases():
     cases["value"] = [0.0, 0.0, 1.0, 1.0]
     lo, hi = intervals(stats, cases).set_index("method").loc["b", ["lo", "hi"]]
     assert 0.0 <= lo < 0.5 < hi <= 1.0
+
+
+def test_small_test_split_warns(named, tmp_path):
+    _, store = named  # 4 test cases per run
+    t = next(t for t in build_tables(load_results(store)) if t.kind == "diversity")
+    assert t.notes[0].startswith("Warning: only 4 test cases per run (fewer than 10)")

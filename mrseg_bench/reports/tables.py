@@ -61,6 +61,7 @@ SPLITS = {"diversity": {"diversity": ("ged", "dice_soft", "hm_iou", "ncc", "samp
 # the column rows are ordered by (after the reference row); default: the first ranked column
 PRIMARY = {"diversity": "ged", "diversity_match": "dice_match", "personalization": "per_rater_dice_mean",
            "consensus": "consensus_dice", "cost": "infer_images_per_s"}
+SMALL_SPLIT = 10  # fewer test cases per run: the tables warn
 BUSY_LOAD_PER_CPU = 0.75  # load average per CPU above which the cost caption warns
 
 
@@ -286,6 +287,9 @@ def _notes(kind: str, key: dict, runs: pd.DataFrame, cases: pd.DataFrame, left_o
                      f"mean ± std (ddof=1) over seeds ({_count_range(seeds)} per row; no ± with one "
                      "seed). — : the method does not produce this output.")
         notes.append(f"Convention {key['convention']}: {CONVENTION_TEXT.get(key['convention'], '')}.")
+        if len(cases) and int(ncases.min()) < SMALL_SPLIT:
+            notes.insert(0, f"Warning: only {_count_range(ncases)} test cases per run (fewer than {SMALL_SPLIT}): "
+                            "these means are noisy; use a larger test split to compare methods.")
     else:
         notes.append(f"Mean ± std over seeds ({_count_range(seeds)} per row).")
     if kind == "personalization":
