@@ -429,6 +429,7 @@ def _make_out_dir(path: Path, option: str = "--out") -> None:
 @app.command("list")
 def list_cmd() -> None:
     """List methods (capabilities, paper), datasets (raters, identity), metrics and presets."""
+    from .dataset_facts import facts, one_line
     from .presets import load_preset, preset_names
     from .registry import DATASETS, METHODS, METRICS, load_plugins
 
@@ -454,8 +455,10 @@ def list_cmd() -> None:
                 info = factory().info
             except Exception:  # noqa: BLE001 - needs a data root
                 info = None
-        t.add_row(name, str(info.num_raters) if info else DASH, info.rater_identity if info else DASH,
-                  doc[0] if doc else "")
+        known = facts(name)
+        raters = str(info.num_raters) if info else (known[0] if known else DASH)
+        ident = info.rater_identity if info else (known[1] if known else DASH)
+        t.add_row(name, raters, ident, one_line("\n".join(doc)))
     console.print(t)
     t = Table(title="metrics")
     t.add_column("name")
@@ -593,6 +596,10 @@ def data_check(
     except (ValueError, KeyError) as exc:
         raise _usage(str(exc)) from None
     console.print(format_summary(result), markup=False, highlight=False, soft_wrap=True)
+    from .dataset_facts import preset_note
+
+    if note := preset_note(dataset, opts):
+        console.print(note, markup=False, highlight=False, soft_wrap=True)
     if not result.ok:
         raise typer.Exit(2)
 

@@ -70,3 +70,20 @@ def test_run_leaves_no_wal_files(tmp_path):
     res = _invoke("report", "--store", str(store), "--out", str(tmp_path / "out"))
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("s.sqlite")) == ["s.sqlite"]
+
+
+def test_list_shows_dataset_facts_and_clean_descriptions():
+    res = _invoke("list")
+    assert res.exit_code == 0
+    lidc = next(line for line in res.output.splitlines() if "│ lidc" in line)
+    assert "anonymous" in lidc and "4" in lidc
+    assert "``" not in res.output and "module docstring" not in res.output
+
+
+def test_data_check_synthetic_says_which_configuration_it_describes():
+    from mrseg_bench.dataset_facts import preset_note
+
+    note = preset_note("synthetic", {})
+    assert note.startswith("note: this describes the dataset's own defaults, not a preset's")
+    assert "default: image_size=64, num_cases=120" in note
+    assert preset_note("no-such-dataset", {}) == ""
