@@ -51,7 +51,7 @@ from .store import ResultsStore
 
 # run-config fields that do not change results (left out of the config hash)
 _HASH_EXCLUDE = {"device", "precision", "num_workers", "num_threads", "checkpoint_every", "profile", "profile_warmup", "profile_steps",
-                 "latency_repeats", "checkpoint_interval_s", "keep_last", "claim_heartbeat_s", "claim_stale_s"}
+                 "latency_repeats", "checkpoint_interval_s", "keep_last", "keep_best", "claim_heartbeat_s", "claim_stale_s"}
 
 
 class UsageError(ValueError):

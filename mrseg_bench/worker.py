@@ -10,7 +10,8 @@
    an interrupted ``--force`` leaves the finished run intact;
 4. at the end, done or failed, ``result.json`` is written atomically; a failure (any exception,
    a full disk included) is recorded and never escapes; the error handler itself survives
-   ``OSError``; ``last`` checkpoints are deleted after success unless ``run.keep_last``;
+   ``OSError``; ``last`` checkpoints are deleted after success unless ``run.keep_last``, ``best``
+   ones (the trained weights) when ``run.keep_best=false``;
 5. a signal writes ``last`` and raises ``RunInterrupted``; the claim is released.
 
 The worker never writes the results store: the submitting process indexes the returned result.
@@ -155,9 +156,9 @@ def _poll(stop: Callable[[], str | None]) -> None:
         raise TrainingStopped(reason, None)
 
 
-def _delete_last(spec: RunSpec, run_dir: Path) -> None:
+def _delete_last(spec: RunSpec, run_dir: Path, kind: str = "last") -> None:
     for s in spec.method_obj.stages():
-        checkpoint_path(run_dir, s.name, "last").unlink(missing_ok=True)
+        checkpoint_path(run_dir, s.name, kind).unlink(missing_ok=True)
 
 
 def _record_failure(spec: RunSpec, row: dict[str, Any], work_dir: Path, exc: BaseException, t_start: float,
@@ -204,6 +205,8 @@ def _attempt(spec: RunSpec, dataset, work_dir: Path, run_dir: Path, split, quiet
         return _record_failure(spec, row, work_dir, exc, t_start, log)
     if not spec.run_cfg.keep_last:
         _delete_last(spec, work_dir)
+    if not spec.run_cfg.keep_best:
+        _delete_last(spec, work_dir, "best")
     return Outcome(spec, "done", run_id, run_dir=run_dir, result=result)
 
 

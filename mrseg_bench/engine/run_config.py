@@ -47,6 +47,7 @@ class RunConfig:
     checkpoint_every: int = 0  # also write `last` every N epochs (0: only by time, at stage end, on a signal)
     checkpoint_interval_s: float = 600.0  # seconds between resumable `last` checkpoints (0: every epoch)
     keep_last: bool = False  # keep the `last` checkpoints when the run finishes
+    keep_best: bool = True  # keep the `best` checkpoints (the trained weights) when the run finishes
     claim_heartbeat_s: float = 60.0  # the run's claim file is refreshed this often
     claim_stale_s: float = 600.0  # a claim not refreshed for this long is stale and may be taken over
     profile: bool = True
