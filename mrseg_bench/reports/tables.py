@@ -459,6 +459,19 @@ def _parts(kind: str, keys: list[str]) -> list[tuple[str, list[str]]]:
     return [(name, ks) for name, ks in parts if len(ks) > len(lead)]
 
 
+# short headers of the cost table (the summary table of `run` keeps the long labels), with a key
+COST_SHORT = {"flops_per_image": "GFLOPs", "train_images_per_s": "Train/s", "infer_images_per_s": "Infer/s",
+              "latency_p50_ms": "p50 (ms)", "latency_p95_ms": "p95 (ms)", "peak_memory_mb": "Mem (MB)"}
+COST_KEY = ("GFLOPs: per image; Train/s, Infer/s: images per second (profiled); p50, p95: inference "
+            "latency per batch, median and 95th percentile; Mem: peak memory; Eval: evaluation wall time.")
+
+
+def _short(col: Column) -> Column:
+    from dataclasses import replace
+
+    return replace(col, label=COST_SHORT[col.key]) if col.key in COST_SHORT else col
+
+
 def _number(v) -> float:
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else np.nan
 
@@ -557,8 +570,9 @@ def build_tables(results: Results, reference: str | None = None, alpha: float = 
                          **{**args, "requested": None})  # the reference only orders the rows here
         cost_keys = [k for k in all_keys if cost_table(k) == "cost"]
         if cost_keys:
-            t = _table("cost", key, rows, [cost_column(k) for k in cost_keys], text=None, **cost_args)
+            t = _table("cost", key, rows, [_short(cost_column(k)) for k in cost_keys], text=None, **cost_args)
             if t is not None:
+                t.notes.append(COST_KEY)
                 t.machine = machine.reindex(t.methods)
                 t.caption += " " + machine_caption(t.machine)
                 tables.append(t)
