@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from .progress import grid_total
+from .store_tidy import tidy_wal
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Benchmark multi-rater medical image segmentation methods head to head.")
@@ -25,8 +29,11 @@ MAX_SPEC_BYTES = 64 * 2**20  # run-one --spec: a plan --json list of ~10k specs
 
 
 def _usage(msg: str) -> typer.Exit:
-    """Print a one-line error and return the exit (code 2) to raise."""
-    err_console.print(f"error: {' '.join(str(msg).split())}", markup=False, highlight=False, soft_wrap=True)
+    """Print the error and return the exit (code 2) to raise: the first line after ``error:``,
+    whitespace collapsed; further lines (an expected layout, a problem list) indented as given."""
+    first, *rest = str(msg).split("\n") or [""]
+    text = "\n".join([f"error: {' '.join(first.split())}", *(f"  {line.rstrip()}" for line in rest if line.strip())])
+    err_console.print(text, markup=False, highlight=False, soft_wrap=True)
     return typer.Exit(2)
 
 
@@ -162,12 +169,14 @@ def run(
         console.print(f"{len(plan.specs)} run(s); preset {plan.preset.name}; experiment {plan.experiment}; "
                       f"device {spec0.device} "
                       f"({spec0.precision}); out {out}; store {store_path}", markup=False, soft_wrap=True)
+    t_grid = time.perf_counter()
     try:
         outcomes = _run_on_executor(executor, plan, out, store_path, exec_opts, reuse_results, quiet, log)
     except RunInterrupted as exc:
         raise _interrupted(exc) from None
     failed = [o for o in outcomes if o.status == "failed"]
     unindexed = [o for o in outcomes if o.store_error]
+    log(grid_total(outcomes, time.perf_counter() - t_grid))
     try:
         with ResultsStore(store_path) as st:
             frame = summarize(st, [o.run_id for o in outcomes if o.status in ("done", "skipped") and o.run_id])
@@ -369,13 +378,18 @@ def collect(
         raise typer.Exit(1)
 
 
+def _warn(message: str) -> None:
+    err_console.print(f"warning: {message}", markup=False, highlight=False)
+
+
 def _write_report(store_path: Path, out_dir: Path, quiet: bool, experiment: str | None = None) -> bool:
     """Write the report of ``experiment``; False (error printed) when it fails: the runs are
     stored, so the grid is not lost, but the command exits non-zero."""
     from .reports.report import write_report
 
     try:
-        paths = write_report(store_path, out_dir, experiment=experiment)
+        paths = write_report(store_path, out_dir, experiment=experiment, log=_warn)
+        tidy_wal(store_path)  # the report read it read-only: no -wal/-shm left behind
     except Exception as exc:  # noqa: BLE001 - the runs are stored; report the failure, exit 1
         err_console.print(f"error: report failed: {type(exc).__name__}: {exc} (the runs are stored; "
                           f"rerun `mrseg-bench report --store {store_path}`)", markup=False)
@@ -429,6 +443,7 @@ def _make_out_dir(path: Path, option: str = "--out") -> None:
 @app.command("list")
 def list_cmd() -> None:
     """List methods (capabilities, paper), datasets (raters, identity), metrics and presets."""
+    from .dataset_facts import facts, one_line
     from .presets import load_preset, preset_names
     from .registry import DATASETS, METHODS, METRICS, load_plugins
 
@@ -454,8 +469,10 @@ def list_cmd() -> None:
                 info = factory().info
             except Exception:  # noqa: BLE001 - needs a data root
                 info = None
-        t.add_row(name, str(info.num_raters) if info else DASH, info.rater_identity if info else DASH,
-                  doc[0] if doc else "")
+        known = facts(name)
+        raters = str(info.num_raters) if info else (known[0] if known else DASH)
+        ident = info.rater_identity if info else (known[1] if known else DASH)
+        t.add_row(name, raters, ident, one_line("\n".join(doc)))
     console.print(t)
     t = Table(title="metrics")
     t.add_column("name")
@@ -535,7 +552,8 @@ def report(
 
     _check_out_dir(out, "--out")  # writes nothing: a store that fails validation leaves no folder behind
     try:
-        paths = write_report(store, out, reference=reference, experiment=experiment)
+        paths = write_report(store, out, reference=reference, experiment=experiment, log=_warn)
+        tidy_wal(store)
     except ValueError as exc:
         raise _usage(str(exc)) from None
     except OSError as exc:
@@ -592,8 +610,12 @@ def data_check(
     try:
         result = check_dataset(dataset, data_root, opts, out)
     except (ValueError, KeyError) as exc:
-        raise _usage(next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)) from None
+        raise _usage(str(exc)) from None
     console.print(format_summary(result), markup=False, highlight=False, soft_wrap=True)
+    from .dataset_facts import preset_note
+
+    if note := preset_note(dataset, opts):
+        console.print(note, markup=False, highlight=False, soft_wrap=True)
     if not result.ok:
         raise typer.Exit(2)
 

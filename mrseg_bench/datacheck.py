@@ -78,7 +78,11 @@ def _build(name: str, root: Path | None, options: dict[str, Any], result: CheckR
         if unknown:
             raise ValueError(f"dataset 'folder': unknown option(s) {', '.join(unknown)}")
         conv = {k: _convert(v, hints[k], k, "dataset 'folder'") for k, v in options.items()}
-        if root is None or not Path(root).is_dir():
+        if root is None:
+            result.problems.append(Problem("--data-root", "is required for dataset 'folder' (the folder "
+                                           "holding images/ and masks/<rater>/)"))
+            return None
+        if not Path(root).is_dir():
             result.problems.append(Problem(str(root), "data root is not a folder"))
             return None
         if "normalize" in conv:

@@ -25,6 +25,14 @@ T = TypeVar("T")
 PLUGIN_GROUP = "mrseg_bench.plugins"
 
 
+def did_you_mean(name: str, known: list[str]) -> str:
+    """`` (did you mean 'dpersona'?)`` for the closest known names (difflib), else ""."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), known, n=2, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
 class RegistryError(KeyError):
     """An unknown or duplicate name. ``str()`` is a one-line message naming the known names."""
 
@@ -66,7 +74,8 @@ class Registry(Generic[T]):
             return self._items[name]
         except KeyError:
             raise RegistryError(
-                f"unknown {self.kind} {name!r}; known: {', '.join(self.names()) or '(none)'}"
+                f"unknown {self.kind} {name!r}{did_you_mean(name, self.names())}; "
+                f"known: {', '.join(self.names()) or '(none)'}"
             ) from None
 
     def __contains__(self, name: object) -> bool:

@@ -50,8 +50,9 @@ def write_run(path: Path, method: str, seed: int = 0, *, experiment: str | None 
               overrides: dict | None = None, protocol: str = "default", preset: str = "smoke",
               dataset: str = "synthetic", convention: str = "standard", run_cfg: dict | None = None,
               finished: str = "2026-01-01T01:00:00Z", rows: list[dict] | None = None,
-              n: int | None = None) -> str:
-    """Write one done run of ``method`` (capabilities and N from CAPS) and return its run_id."""
+              n: int | None = None, env: dict | None = None, run_dir: str | None = None) -> str:
+    """Write one done run of ``method`` (capabilities and N from CAPS) and return its run_id;
+    ``env``: added to its ``env_json`` (e.g. ``rater_names``, ``load_avg_1m``)."""
     caps, n_default = CAPS.get(method.split(" ")[0], ("diverse", 10))
     n = n or n_default
     overrides = overrides or {}
@@ -62,7 +63,8 @@ def write_run(path: Path, method: str, seed: int = 0, *, experiment: str | None 
         "run_id": run_id, "method": method, "dataset": dataset, "seed": seed, "preset": preset,
         "protocol": protocol, "config_json": json.dumps({"method": method, "run": run_cfg or {}}),
         "config_hash": f"hash-{run_id}", "status": "done", "capabilities": caps,
-        "convention": convention, "n_samples": n, "env_json": json.dumps({"device_name": "cpu"}),
+        "convention": convention, "n_samples": n, "env_json": json.dumps({"device_name": "cpu", **(env or {})}),
+        "run_dir": run_dir,
         "started_at": finished, "finished_at": finished, "wall_s": 1.0,
     }
     identity = {"experiment": experiment or preset, "overrides_json": json.dumps(overrides, sort_keys=True)}

@@ -146,7 +146,7 @@ def test_profile_command_prints_table(toy_env):
 def test_report_and_check_delegate(toy_env, monkeypatch):
     calls = []
     fake_report = types.ModuleType("mrseg_bench.reports.report")
-    fake_report.write_report = lambda store, out, reference=None, experiment=None: (
+    fake_report.write_report = lambda store, out, reference=None, experiment=None, log=None: (
         calls.append(("report", store, out, reference, experiment)) or [out / "t.md"])
     fake_check = types.ModuleType("mrseg_bench.reports.check")
     fake_check.run_check = lambda store, base, tolerance=None, update=False: (

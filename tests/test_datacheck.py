@@ -182,7 +182,9 @@ def test_run_dpersona_probunet_on_folder_reports_per_rater_dice(tmp_path: Path) 
     assert res.exit_code == 0, res.output
     table = (out / "report" / "folder_smoke_personalization.md").read_text()
     head = table.splitlines()[0]
-    assert "R1" in head and "R2" in head and "R3" in head
+    assert "| a ↑ | b ↑ | c ↑ |" in head  # the folder's rater names (masks/a, masks/b, masks/c)
+    csv = (out / "report" / "folder_smoke_personalization.csv").read_text().splitlines()[0]
+    assert all(f"per_rater_dice[{r}].mean" in csv for r in "abc")
     row = next(line for line in table.splitlines() if line.startswith("| dpersona"))
     cells = [c.strip(" *") for c in row.split("|")[2:5]]
     assert all(0.0 <= float(c) <= 1.0 for c in cells)  # a per-rater Dice for each rater

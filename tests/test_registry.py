@@ -48,7 +48,7 @@ def test_unknown_name_lists_known_names(reg):
     with pytest.raises(RegistryError) as err:
         reg.get("probnet")
     msg = str(err.value)
-    assert msg.startswith("unknown widget 'probnet'; known: ")
+    assert msg.startswith("unknown widget 'probnet' (did you mean 'probunet'?); known: ")
     assert "dpersona, fusion.majority, fusion.soft, fusion.staple, probunet" in msg
     assert isinstance(err.value, KeyError)
 

@@ -65,15 +65,20 @@ SPLITS = ("train", "val", "test")
 MAX_RESIZE = 4096  # pixels per side of ``resize``
 
 
+MAX_LISTED = 10  # problems listed in a FolderDataError message ("... and K more" after)
+
+
 class FolderDataError(ValueError):
     """The folder has problems; ``problems`` lists every one (each names its file)."""
 
     def __init__(self, root: Path, problems: list[Problem]) -> None:
         self.problems = problems
         first = problems[0]
+        shown = problems[:MAX_LISTED]
+        more = f"\n  ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
         super().__init__(f"dataset 'folder': {len(problems)} problem(s) in {root}, first: {first}; "
                          f"`mrseg-bench data check --dataset folder --data-root {root}` lists them all\n"
-                         + "\n".join(f"  {p}" for p in problems))
+                         + "\n".join(f"  {p}" for p in shown) + more)
 
 
 @dataclass(frozen=True)

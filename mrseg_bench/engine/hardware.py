@@ -5,7 +5,8 @@ Keys: ``device`` (``cpu``, ``cuda:0``, ...), ``threads`` (torch intra-op threads
 in /proc/cpuinfo on Linux, ``sysctl machdep.cpu.brand_string`` on macOS, else
 ``platform.processor()``/``platform.machine()``), ``gpu_name`` (CUDA device name, ``"Apple MPS"``,
 or None on CPU), ``torch``, ``cuda`` (torch's CUDA version or None), ``cudnn`` (version or None),
-``device_name`` (the GPU name on a GPU, the CPU model on CPU: what a table's device column shows).
+``device_name`` (the GPU name on a GPU, the CPU model on CPU: what a table's device column shows),
+``load_avg_1m`` (the 1-minute load average when captured, ``os.getloadavg``; None where unknown).
 """
 
 from __future__ import annotations
@@ -67,4 +68,13 @@ def hardware_info(device: torch.device | str) -> dict[str, Any]:
         "cuda": torch.version.cuda,
         "cudnn": cudnn,
         "device_name": gpu or cpu,
+        "load_avg_1m": load_average(),
     }
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (None where the OS has none)."""
+    try:
+        return round(float(os.getloadavg()[0]), 2)
+    except (OSError, AttributeError):
+        return None

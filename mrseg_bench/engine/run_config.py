@@ -49,6 +49,7 @@ class RunConfig:
     checkpoint_every: int = field(default=0, metadata=NOT_HASHED)  # also write `last` every N epochs (0: only by time, at stage end, on a signal)
     checkpoint_interval_s: float = field(default=600.0, metadata=NOT_HASHED)  # seconds between resumable `last` checkpoints (0: every epoch)
     keep_last: bool = field(default=False, metadata=NOT_HASHED)  # keep the `last` checkpoints when the run finishes
+    keep_best: bool = field(default=True, metadata=NOT_HASHED)  # keep the `best` checkpoints (the trained weights) when the run finishes
     claim_heartbeat_s: float = field(default=60.0, metadata=NOT_HASHED)  # the run's claim file is refreshed this often
     claim_stale_s: float = field(default=600.0, metadata=NOT_HASHED)  # a claim not refreshed for this long is stale and may be taken over
     profile: bool = field(default=True, metadata=NOT_HASHED)

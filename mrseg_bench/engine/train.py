@@ -232,10 +232,19 @@ def train(method: Method, model: nn.Module, dataset, split, cfg: RunConfig, run_
         raise ValueError(f"method {name!r}: the training split is empty")
     progress = None
     if not quiet:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
-        progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
-                            TimeElapsedColumn(), transient=True)
+        # "<method> <stage> ━━━ epoch 3/10 loss .. img/s  elapsed  ETA"; kept on screen when done
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("epoch"), MofNCompleteColumn(),
+                            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                            TimeRemainingColumn())
         progress.start()
     try:
         for k, stage in enumerate(stages):

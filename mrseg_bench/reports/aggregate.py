@@ -73,3 +73,36 @@ def seed_stats(per_run: pd.DataFrame) -> pd.DataFrame:
     g = per_run.groupby([*GROUP, "key"], dropna=False)["value"]
     out = pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1), "n": g.count()})
     return out.reset_index()
+
+
+def intervals(stats: pd.DataFrame, cases: pd.DataFrame, n_boot: int = 2000, level: float = 0.95,
+              seed: int = 0) -> pd.DataFrame:
+    """Error bars for figures: columns method, key, lo, hi, how.
+
+    A row with a value from >= 2 seeds: mean ± std over seeds (``how="std over seeds"``). With
+    one seed: the percentile bootstrap interval (``level``) of the mean over that run's test
+    cases (``cases``: ``case_values`` rows), ``n_boot`` resamples drawn at once as an index
+    matrix [n_boot, n_cases] (``how="bootstrap over cases"``); NaN with fewer than 2 cases or
+    no per-case values (profile keys)."""
+    import numpy as np
+
+    out = stats[["method", "key", "mean", "std", "n"]].copy()
+    out["lo"], out["hi"], out["how"] = out["mean"] - out["std"], out["mean"] + out["std"], "std over seeds"
+    one = out["n"] < 2
+    out.loc[one, ["lo", "hi"]] = np.nan
+    out.loc[one, "how"] = "bootstrap over cases"
+    wanted = set(zip(out.loc[one, "method"], out.loc[one, "key"], strict=True))
+    rng = np.random.default_rng(seed)
+    q = [(1 - level) / 2, 1 - (1 - level) / 2]
+    found: dict[tuple, tuple[float, float]] = {}
+    for (method, key), vals in cases.dropna(subset=["value"]).groupby(["method", "key"])["value"]:
+        if (method, key) not in wanted or len(vals) < 2:
+            continue
+        v = vals.to_numpy(dtype=float)
+        means = v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(axis=1)
+        found[(method, key)] = tuple(np.quantile(means, q))
+    for i in out.index[one]:
+        lo_hi = found.get((out.at[i, "method"], out.at[i, "key"]))
+        if lo_hi is not None:
+            out.at[i, "lo"], out.at[i, "hi"] = lo_hi
+    return out[["method", "key", "lo", "hi", "how"]].reset_index(drop=True)

@@ -51,23 +51,41 @@ def table_cells(table: Table) -> list[list[Cell]]:
     return rows
 
 
+def csv_name(key: str, rater_names: list[str] | None) -> str:
+    """The CSV name of a column key: per-rater keys by rater name (``per_rater_dice[tight]``),
+    a per-rater metric's mean over raters as ``<metric>[mean]``."""
+    from ..metrics import metric_specs
+    from .raters import rater_key_name
+
+    for spec in metric_specs():
+        if spec.per_rater and key == f"{spec.name}_mean" and spec.rater_columns:
+            return f"{spec.name}[mean]"
+    return rater_key_name(key, rater_names)
+
+
 def csv_frame(table: Table):
     """Numbers, not strings: one row per method (and per reference row, flagged in a
-    ``reference`` column when there is one); ``<key>_mean``, ``_std``, ``_n``, ``_p``
-    per numeric column (empty where unavailable), the raw text for text columns."""
+    ``reference`` column when there is one); per numeric column ``<name>.mean``, ``.std``,
+    ``.seeds`` (runs with a value) and ``.p`` (``csv_name``; empty where unavailable), the raw
+    text for text columns; cost tables add ``device``, ``threads``, ``cpu_count`` and
+    ``load_avg_1m`` (the highest load average at the start of the row's runs)."""
     import pandas as pd
 
-    out = pd.DataFrame({"dataset": table.dataset, "preset": table.preset, "method": table.methods})
+    out = pd.DataFrame({"dataset": table.dataset, "experiment": table.preset, "method": table.methods})
     if table.reference_rows:  # rows that are not methods (the dataset's oracle): flagged
         out["reference"] = [m in table.reference_rows for m in table.methods]
     for col in table.columns:
         avail = table.available[col.key].to_numpy()
+        name = csv_name(col.key, table.rater_names)
         if col.text:
-            out[col.key] = table.text[col.key].where(table.available[col.key], "").to_numpy()
+            out[name] = table.text[col.key].where(table.available[col.key], "").to_numpy()
             continue
-        out[f"{col.key}_mean"] = table.mean[col.key].where(avail).to_numpy()
-        out[f"{col.key}_std"] = table.std[col.key].where(avail).to_numpy()
-        out[f"{col.key}_n"] = table.n[col.key].to_numpy()
+        out[f"{name}.mean"] = table.mean[col.key].where(avail).to_numpy()
+        out[f"{name}.std"] = table.std[col.key].where(avail).to_numpy()
+        out[f"{name}.seeds"] = table.n[col.key].to_numpy()
         if col.significance:
-            out[f"{col.key}_p"] = table.pvalue[col.key].where(avail).to_numpy()
+            out[f"{name}.p"] = table.pvalue[col.key].where(avail).to_numpy()
+    if table.machine is not None:
+        for c in table.machine.columns:
+            out[c] = table.machine[c].reindex(table.methods).to_numpy()
     return out

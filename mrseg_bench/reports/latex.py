@@ -1,15 +1,19 @@
-"""LaTeX tables (booktabs; scaled to the line width when wider, so they fit a one-column
-article) and a structure checker standing in for a TeX engine when none is installed.
+"""LaTeX tables (booktabs; scaled to the line width when wider, but never below ``MIN_SCALE``,
+so body text stays at least footnote size; tables are split or transposed upstream so they
+fit) and a structure checker standing in for a TeX engine when none is installed.
 
 Cells: ``mean $\\pm$ std`` (no ± with one seed), ``\\textbf{...}`` on the best value per
 column, ``$^{\\dagger}$`` when p < alpha against the method under study, ``---`` where the
 method lacks the capability. Every piece of text (method names, captions, labels of columns)
-goes through ``escape_latex``.
+goes through ``escape_latex``, which also transliterates other non-ASCII text (``é`` -> ``e``;
+a character with no ASCII form -> ``?``). A transposed table (``Table.transposed``) has one
+column per method and one row per quantity.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from .cells import Cell, table_cells
 from .tables import Table
@@ -37,12 +41,19 @@ _SPECIAL = {
     "≤": r"$\leq$",
     "×": r"$\times$",
 }
-_SPECIAL_RE = re.compile("|".join(re.escape(k) for k in _SPECIAL))
+_SPECIAL_RE = re.compile("|".join(re.escape(k) for k in _SPECIAL) + r"|[^\x00-\x7f]")
+
+
+def _ascii(ch: str) -> str:
+    """``é`` -> ``e`` (NFKD without combining marks); no ASCII form -> ``?``."""
+    plain = unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode("ascii")
+    return escape_latex(plain) if plain else "?"
 
 
 def escape_latex(text: str) -> str:
-    """Escape LaTeX special characters (one pass, so replacements are never re-escaped)."""
-    return _SPECIAL_RE.sub(lambda m: _SPECIAL[m.group(0)], str(text))
+    """Escape LaTeX special characters and transliterate other non-ASCII ones (one pass, so
+    replacements are never re-escaped)."""
+    return _SPECIAL_RE.sub(lambda m: _SPECIAL.get(m.group(0)) or _ascii(m.group(0)), str(text))
 
 
 def _cell(c: Cell) -> str:
@@ -50,7 +61,7 @@ def _cell(c: Cell) -> str:
         return "---"
     if c.text:
         return escape_latex(c.value)
-    body = c.value + (f"{{\\scriptsize\\,$\\pm$\\,{c.spread}}}" if c.spread else "")
+    body = c.value + (f"{{\\scriptsize$\\pm${c.spread}}}" if c.spread else "")
     if c.best:
         body = f"\\textbf{{{body}}}"
     if c.significant:
@@ -67,7 +78,21 @@ def _label(name: str) -> str:
     return "tab:" + re.sub(r"[^A-Za-z0-9:.\-]+", "-", name)
 
 
-FIT_WIDTH = r"\ifdim\width>\linewidth\linewidth\else\width\fi"  # shrink only if too wide
+MIN_SCALE = 0.8  # 10 pt body text at 0.8 is 8 pt, footnote size
+# shrink only if too wide, and never below MIN_SCALE (a table wider than that overflows instead)
+FIT_WIDTH = (f"\\ifdim\\width>{1 / MIN_SCALE:g}\\linewidth {MIN_SCALE:g}\\width"
+             r"\else\ifdim\width>\linewidth\linewidth\else\width\fi\fi")
+
+
+LONG_LABEL = 24  # row labels longer than this wrap in a column of LABEL_WIDTH
+
+
+LABEL_WIDTH = "2.3cm"
+
+
+def _first_column(labels: list[str]) -> str:
+    """``l``, or a wrapping ``p`` column when a row label (method plus overrides) is long."""
+    return f"p{{{LABEL_WIDTH}}}" if max((len(m) for m in labels), default=0) > LONG_LABEL else "l"
 
 
 def render_latex(table: Table) -> str:
@@ -75,19 +100,29 @@ def render_latex(table: Table) -> str:
     the line width when wider (``resizebox``, needs ``graphicx``), then the table's notes in
     ``footnotesize`` (they wrap at the line width). Needs ``booktabs`` and ``graphicx``."""
     cells = table_cells(table)
-    head = ["Method"] + [header(c.label, c.higher_is_better) for c in table.columns]
+    names = [escape_latex(m) + (f"$^{{{escape_latex(table.marks[m])}}}$" if m in table.marks else "")
+             for m in table.methods]
     body = []
-    for m, row in zip(table.methods, cells, strict=True):
-        if table.reference_rows and m == table.reference_rows[0]:
-            body.append(r"\midrule")  # reference rows (oracle) below the methods
-        mark = table.marks.get(m, "")
-        name = escape_latex(m) + (f"$^{{{escape_latex(mark)}}}$" if mark else "")
-        body.append(" & ".join([name] + [_cell(c) for c in row]) + r" \\")
-    spec = "l" + "".join("l" if c.text else "r" for c in table.columns)
+    if table.transposed:
+        head = ["Quantity"] + names
+        for j, col in enumerate(table.columns):
+            body.append(" & ".join([header(col.label, col.higher_is_better)]
+                                   + [_cell(row[j]) for row in cells]) + r" \\")
+        spec = "l" + "r" * len(table.methods)
+    else:
+        head = ["Method"] + [header(c.label, c.higher_is_better) for c in table.columns]
+        spec_p = _first_column(table.methods) != "l"
+        for m, name, row in zip(table.methods, names, cells, strict=True):
+            if table.reference_rows and m == table.reference_rows[0]:
+                body.append(r"\midrule")  # reference rows (oracle) below the methods
+            if spec_p:  # wrap: break after _ = , as well as at spaces
+                name = r"\raggedright " + re.sub(r"(\\_|=)", r"\1\\allowbreak{}", name)
+            body.append(" & ".join([name] + [_cell(c) for c in row]) + r" \\")
+        spec = _first_column(table.methods) + "".join("l" if c.text else "r" for c in table.columns)
     lines = [
         r"\begin{table}[htbp]",
         r"\centering",
-        r"\setlength{\tabcolsep}{4pt}",
+        r"\setlength{\tabcolsep}{2.5pt}",
         f"\\caption{{{escape_latex(table.caption)}}}",
         f"\\label{{{_label(table.name)}}}",
         f"\\resizebox{{{FIT_WIDTH}}}{{!}}{{%",

@@ -40,10 +40,17 @@ def pipe_table(header: list[str], rows: list[list[str]], align: list[str]) -> st
 
 def render_markdown(table: Table) -> str:
     arrows = {True: " ↑", False: " ↓", None: ""}
-    header = ["Method"] + [escape_md(c.label) + arrows[c.higher_is_better] for c in table.columns]
-    rows = [[escape_md(m + table.marks.get(m, ""))] + [_cell(c) for c in row]
-            for m, row in zip(table.methods, table_cells(table), strict=True)]
-    align = ["l"] + ["l" if c.text else "r" for c in table.columns]
+    labels = [escape_md(c.label) + arrows[c.higher_is_better] for c in table.columns]
+    names = [escape_md(m + table.marks.get(m, "")) for m in table.methods]
+    cells = table_cells(table)
+    if table.transposed:  # one column per method
+        header = ["Quantity"] + names
+        rows = [[lab] + [_cell(row[j]) for row in cells] for j, lab in enumerate(labels)]
+        align = ["l"] + ["r"] * len(names)
+    else:
+        header = ["Method"] + labels
+        rows = [[name] + [_cell(c) for c in row] for name, row in zip(names, cells, strict=True)]
+        align = ["l"] + ["l" if c.text else "r" for c in table.columns]
     notes = "".join(f"- {escape_md(n)}\n" for n in table.notes)
     return (pipe_table(header, rows, align) + "\n\n" + escape_md(table.caption) + "\n"
             + ("\n" + notes if notes else ""))

@@ -12,16 +12,23 @@ and ``tables.tex`` (all LaTeX tables; needs ``\\usepackage{booktabs}``) and ``re
 (all Markdown tables and figure links). Only the latest ``done`` run per configuration and seed
 is used (loader.py). Each LaTeX table passes ``latex.check_latex`` before anything is written;
 ``tests/test_report_latex.py`` compiles them with pdflatex where it is installed.
+
+Writing: everything goes to a staging folder, swapped in at the end (staging.py): an
+interrupted report leaves the previous one whole. A figure that cannot be drawn (a bad
+``qualitative.pt``, values matplotlib refuses) is a warning (``log``) and a placeholder line in
+report.md; the tables are still written.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 
 from ..paths import check_run_names
-from .aggregate import profile_values, run_means, seed_stats
+from .aggregate import case_values, intervals, profile_values, run_means, seed_stats
 from .cells import csv_frame
 from .figures import per_rater_bars, qualitative_grid, throughput_scatter
 from .latex import check_latex, render_latex
@@ -29,11 +36,12 @@ from .loader import Results, load_results
 from .markdown import escape_md, render_markdown
 from .qualitative import QUALITATIVE_FILE, as_prediction, load_qualitative
 from .references import reference_frame
+from .staging import staging_for, swap_in
 from .tables import Table, build_tables, method_order
 
 
 def _qualitative(results: Results, runs: pd.DataFrame, reference: str | None, stem: Path,
-                 notes: list[str]) -> list[Path]:
+                 notes: list[str], names: list[str] | None = None) -> list[Path]:
     """Grid from the lowest-seed run of each method that saved ``qualitative.pt``."""
     base = None
     preds = {}
@@ -54,17 +62,21 @@ def _qualitative(results: Results, runs: pd.DataFrame, reference: str | None, st
             break
     if base is None or not preds:
         return []
-    return qualitative_grid(base["image"], base["masks"], preds, stem, case_ids=base["case_ids"])
+    return qualitative_grid(base["image"], base["masks"], preds, stem, case_ids=base["case_ids"],
+                            rater_names=names, max_cases=len(base["case_ids"]) or int(base["image"].shape[0]))
 
 
 def write_report(store_path: Path, out_dir: Path, reference: str | None = None,
-                 alpha: float = 0.05, figures: bool = True, experiment: str | None = None) -> list[Path]:
+                 alpha: float = 0.05, figures: bool = True, experiment: str | None = None,
+                 log: Callable[[str], None] | None = None) -> list[Path]:
     """Write all report files for the store at ``store_path`` into ``out_dir``; return them.
 
     ``experiment``: the experiment to report (None: the store's only one; several raise
     ``SelectionError`` listing them). ``reference``: the row significance is tested against
     (a method name or a row label such as ``"dpersona (beta=1.0)"``; None: dpersona when
-    present); ``alpha``: significance level of the † marker; ``figures=False``: tables only.
+    present); ``alpha``: significance level of the † marker; ``figures=False``: tables only;
+    ``log``: receives a warning per figure that could not be drawn (default: ignored; report.md
+    says so either way).
 
     Raises FileNotFoundError for a missing store and ValueError when it has no done run, the
     selection is ambiguous or the reference matches no row (nothing is written then).
@@ -79,7 +91,35 @@ def write_report(store_path: Path, out_dir: Path, reference: str | None = None,
         problems = check_latex(render_latex(t))
         if problems:
             raise RuntimeError(f"LaTeX table {t.name} is malformed: {'; '.join(problems)}")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    stage = staging_for(out_dir)
+    try:
+        written = _write_all(results, tables, store_path, stage, figures, log or (lambda m: None))
+        swap_in(stage, out_dir)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return [out_dir / p.relative_to(stage) for p in written]
+
+
+def _figure(title: str, draw: Callable[[], list[Path]], group: str, md: list[str],
+            log: Callable[[str], None]) -> list[Path]:
+    """Draw one figure; a failure becomes a warning and a placeholder line in report.md."""
+    try:
+        paths = draw()
+    except Exception as exc:  # noqa: BLE001 - a figure must not cost the tables
+        why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        log(f"figure {title!r} of {group} not drawn ({why})")
+        md.append(f"### {title}\n\n*Figure not drawn: {escape_md(why)}*\n")
+        return []
+    if paths:
+        md.append(f"### {title}\n\n![{title}]({paths[0].name})\n")
+    return paths
+
+
+def _write_all(results: Results, tables: list[Table], store_path: Path, out_dir: Path, figures: bool,
+               log: Callable[[str], None]) -> list[Path]:
     written: list[Path] = []
     latex_all: list[str] = []
     exps = ", ".join(sorted(set(results.runs["experiment"])))
@@ -91,6 +131,7 @@ def write_report(store_path: Path, out_dir: Path, reference: str | None = None,
     for t in tables:
         by_group.setdefault(t.group, []).append(t)
     stats_metrics = seed_stats(pd.concat([run_means(results, rater_means=True), profile_values(results)]))
+    cases_all = case_values(results, rater_means=True)
     for group, group_tables in by_group.items():
         first = group_tables[0]
         md.append(f"## {escape_md(first.dataset)} — {escape_md(group)}\n")
@@ -105,7 +146,7 @@ def write_report(store_path: Path, out_dir: Path, reference: str | None = None,
             csv_frame(t).to_csv(path, index=False)
             written.append(path)
             latex_all.append(tex)
-            md.append(f"### {t.kind.capitalize()}\n\n{text_md}")
+            md.append(f"### {t.title}\n\n{text_md}")
         ids = _group_runs(results.runs, first)
         runs = results.runs[results.runs["run_id"].isin(ids)]
         methods = method_order(runs["row"].tolist(), first.reference)
@@ -115,21 +156,21 @@ def write_report(store_path: Path, out_dir: Path, reference: str | None = None,
         if not figures:
             md.append("")
             continue
-        title = f"{first.dataset} ({first.preset})"
+        names = first.rater_names
+        bars = intervals(stats, cases_all[cases_all["run_id"].isin(ids)])
         figs = {
-            "Metric vs inference throughput": throughput_scatter(
-                stats, methods, out_dir / f"{group}_throughput", title=title),
-            "Per-rater Dice": per_rater_bars(
-                stats, methods, out_dir / f"{group}_per_rater", title=f"{title}: per-rater Dice",
-                references=reference_frame(results.references, ids)[0]),
-            "Qualitative examples": _qualitative(
-                results, runs, first.reference, out_dir / f"{group}_qualitative", notes),
+            "Metric vs inference throughput": partial(
+                throughput_scatter, stats, methods, out_dir / f"{group}_throughput", intervals=bars),
+            "Per-rater Dice": partial(
+                per_rater_bars, stats, methods, out_dir / f"{group}_per_rater", intervals=bars,
+                references=reference_frame(results.references, ids)[0], rater_names=names),
+            "Qualitative examples": partial(
+                _qualitative, results, runs, first.reference, out_dir / f"{group}_qualitative", notes, names),
         }
-        for title, paths in figs.items():
+        drawn = {title: _figure(title, draw, group, md, log) for title, draw in figs.items()}
+        for paths in drawn.values():
             written += paths
-            if paths:
-                md.append(f"### {title}\n\n![{title}]({paths[0].name})\n")
-        if not figs["Qualitative examples"]:
+        if not drawn["Qualitative examples"] and not any("Qualitative" in m and "not drawn" in m for m in md):
             notes.append(f"qualitative grid: no run folder holds {QUALITATIVE_FILE}")
         md += [f"- {escape_md(n)}" for n in notes] + [""]
     tex_path = out_dir / "tables.tex"

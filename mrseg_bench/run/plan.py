@@ -145,7 +145,7 @@ def plan_grid(methods: str, datasets: str = "synthetic", seeds: Sequence[int] = 
     except UsageError:
         raise
     except (RegistryError, ValueError, TypeError, OSError, KeyError) as exc:
-        raise UsageError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        raise UsageError(str(exc) or type(exc).__name__) from None  # every line: layouts, problem lists
     code = identity.code_identity()
     run_json = identity.jsonable(dataclasses.asdict(run_cfg))
     specs = []

@@ -128,8 +128,9 @@ def spec_to_json(spec: RunSpec) -> dict[str, Any]:
     return {"schema": SPEC_SCHEMA, **data, "run_dir": spec.run_dir(Path()).as_posix()}
 
 
-def _first_line(exc: BaseException) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+def _message(exc: BaseException) -> str:
+    """The whole message (layouts and problem lists span several lines), or the exception's name."""
+    return str(exc) or type(exc).__name__
 
 
 def _check_hashed_run(config: dict[str, Any], run_cfg: RunConfig, device: torch.device, precision: str,
@@ -195,7 +196,7 @@ def spec_from_json(data: Any) -> RunSpec:
     except UsageError:
         raise
     except (RegistryError, ValueError, TypeError, KeyError, RuntimeError) as exc:
-        raise UsageError(f"spec: {_first_line(exc)}") from None
+        raise UsageError(f"spec: {_message(exc)}") from None
     spec = RunSpec(data["method"], data["dataset"], data["seed"], data["preset"], dict(data["method_config"]),
                    dict(data["dataset_options"]), jsonable(dataclasses.asdict(run_cfg)), str(device),
                    precision, config=config, config_hash=data["config_hash"], data_root=data.get("data_root"),

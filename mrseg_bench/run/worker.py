@@ -12,7 +12,8 @@ is its JSON entry point, for ``executors``, Ray tasks, Slurm jobs and ``mrseg-be
 4. at the end, done or failed, ``result.json`` is written atomically with the environment
    (``environment``); a failure (any exception, a full disk included) is recorded and never
    escapes; the error handler itself survives ``OSError``; ``last`` checkpoints are deleted
-   after success unless ``run.keep_last``;
+   after success unless ``run.keep_last``, ``best`` ones (the trained weights)
+   when ``run.keep_best=false``;
 5. a signal writes ``last`` and raises ``RunInterrupted``; the claim is released.
 
 The worker never writes the results store: the submitting process indexes the result.
@@ -45,6 +46,7 @@ from ..engine.device import reset_peak_memory, seed_everything
 from ..engine.evaluate import evaluate, metric_suite
 from ..engine.hardware import hardware_info
 from ..engine.profile import profile_method
+from ..engine.run_env import run_facts
 from ..engine.train import TrainingStopped, checkpoint_path, train
 from ..identity import canonical_json, data_fingerprint
 from ..interrupts import RunInterrupted, StopFlag, catch_signals
@@ -117,7 +119,7 @@ def load_dataset(spec: RunSpec) -> Any:
         root = None if spec.data_root is None else Path(spec.data_root)
         ds = DATASETS.get(spec.dataset)(root=root, **spec.dataset_options)
     except (RegistryError, ValueError, TypeError, OSError, KeyError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        msg = str(exc) or type(exc).__name__
         raise UsageError(f"spec: dataset {spec.dataset!r}: {msg}") from None
     if spec.data_fingerprint and data_fingerprint(ds) != spec.data_fingerprint:
         raise UsageError(f"spec: the data at {spec.data_root or spec.dataset!r} differs from the data the run "
@@ -232,9 +234,9 @@ def _poll(stop: Callable[[], str | None]) -> None:
         raise TrainingStopped(reason, None)
 
 
-def _delete_last(spec: RunSpec, run_dir: Path) -> None:
+def _delete_last(spec: RunSpec, run_dir: Path, kind: str = "last") -> None:
     for s in spec.method_obj.stages():
-        checkpoint_path(run_dir, s.name, "last").unlink(missing_ok=True)
+        checkpoint_path(run_dir, s.name, kind).unlink(missing_ok=True)
 
 
 def _record_failure(spec: RunSpec, row: dict[str, Any], work_dir: Path, exc: BaseException, t_start: float,
@@ -272,7 +274,8 @@ def _attempt(spec: RunSpec, dataset, work_dir: Path, run_dir: Path, quiet: bool,
         atomic_write_text(work_dir / "config.json", json.dumps(
             {**spec.config, "config_hash": spec.config_hash}, indent=2, sort_keys=True))
         rows, prof = _train_evaluate_profile(spec, dataset, work_dir, quiet, stop)
-        row.update(status=Status.DONE.value, finished_at=_now(), wall_s=time.perf_counter() - t_start)
+        row.update(status=Status.DONE.value, finished_at=_now(), wall_s=time.perf_counter() - t_start,
+                   env_json={**row["env_json"], **run_facts(dataset)})
         result = write_result(work_dir, row, rows, prof)
     except TrainingStopped:
         raise
@@ -280,6 +283,8 @@ def _attempt(spec: RunSpec, dataset, work_dir: Path, run_dir: Path, quiet: bool,
         return _record_failure(spec, row, work_dir, exc, t_start, log)
     if not spec.run_cfg.keep_last:
         _delete_last(spec, work_dir)
+    if not spec.run_cfg.keep_best:
+        _delete_last(spec, work_dir, "best")
     return Outcome(spec, Status.DONE, run_id, run_dir=run_dir, result=result)
 
 
