@@ -44,6 +44,7 @@ from .engine.device import resolve_device, resolve_precision
 from .engine.evaluate import metric_suite
 from .engine.hardware import hardware_info
 from .engine.run_config import RunConfig
+from .engine.select import check_selection
 from .method import Method
 from .presets import Preset, load_preset
 from .registry import DATASETS, METHODS, RegistryError
@@ -51,7 +52,8 @@ from .store import ResultsStore
 
 # run-config fields that do not change results (left out of the config hash)
 _HASH_EXCLUDE = {"device", "precision", "num_workers", "num_threads", "checkpoint_every", "profile", "profile_warmup", "profile_steps",
-                 "latency_repeats", "checkpoint_interval_s", "keep_last", "claim_heartbeat_s", "claim_stale_s"}
+                 "latency_repeats", "checkpoint_interval_s", "keep_last", "claim_heartbeat_s", "claim_stale_s",
+                 "tensorboard"}
 
 
 class UsageError(ValueError):
@@ -297,6 +299,7 @@ def plan_grid(methods: str, datasets: str = "synthetic", seeds: Sequence[int] = 
             cfg = apply_overrides(defaults[m], over, where=f"method {m!r}") if over else defaults[m]
             objs[m] = METHODS.get(m)(cfg)
             objs[m].validate(built[dataset_names[0]].info if dataset_names else None)
+            check_selection(run_cfg.select, m, objs[m])  # run.select names metrics the method gives
             preset_cfg = apply_overrides(defaults[m], preset_obj.method_overrides(m, defaults[m]), where=f"method {m!r}")
             overrides[m] = {**_differences(dataclasses.asdict(cfg), dataclasses.asdict(preset_cfg)), **run_diff}
     except UsageError:
