@@ -64,7 +64,7 @@ class DPersona(Method):
             prior_convs_per_block=c.prior_convs_per_block, fcomb_channels=c.fcomb_channels,
             fcomb_layers=c.fcomb_layers, head_channels=c.head_channels,
             head_padding=c.resolved_head_padding, head_dropout=c.head_dropout,
-            sigma=c.sigma, sigma_floor=c.sigma_floor,
+            sigma=c.sigma, sigma_floor=c.sigma_floor, head_init=c.head_init,
         ), dataset_info.in_channels, dataset_info.num_raters)
 
     def stages(self) -> list[Stage]:
