@@ -1,7 +1,7 @@
 """TensorBoard event files of a run (``run.tensorboard = true``), to watch it live.
 
-``<run dir>/tensorboard/`` gets, per stage ``S``: ``S/train/loss``, ``S/train/lr`` and (with
-``run.grad_clip``) ``S/train/grad_norm`` at every optimiser step (x = the step within the
+``<run dir>/tensorboard/`` gets, per stage ``S``: ``S/train/loss``, ``S/train/lr`` (after warm-up) and ``S/train/grad_norm``
+(before clipping) at every optimiser step (x = the step within the
 stage), and per epoch ``S/epoch/<key>`` for each number of the ``train_log.jsonl`` record
 (``train_loss``, ``val_loss``, ``val_<selection metric>``, ``lr``, ``images_per_s``).
 ``tensorboard --logdir <out>`` shows every run of an experiment folder.

@@ -47,7 +47,14 @@ from ..method import Method, Stage
 from .data import augment, limit, make_batches, prepare
 from .device import autocast, epoch_seed, get_rng_state, seed_everything, set_rng_state, synchronize
 from .evaluate import evaluate, mean_metric, metric_suite
-from .optim import build_optimizer, build_scheduler, step_on_validation, step_per_epoch, warmed_up
+from .optim import (
+    build_optimizer,
+    build_scheduler,
+    step_on_validation,
+    step_per_epoch,
+    warmed_up,
+    warmup_factor,
+)
 from .run_config import RunConfig
 from .select import resolve_selection
 from .tensorboard import open_board
@@ -214,10 +221,12 @@ def train(method: Method, model: nn.Module, dataset, split, cfg: RunConfig, run_
           seed: int, device: torch.device, precision: str = "fp32", method_name: str | None = None,
           quiet: bool = True, suite_factory: Callable | None = None,
           on_step: Callable[[str, int, int], None] | None = None,
-          stop: Callable[[], str | None] | None = None) -> TrainResult:
+          stop: Callable[[], str | None] | None = None,
+          step_stats: Callable[[str, int, dict[str, float]], None] | None = None) -> TrainResult:
     """Train ``model`` (already on ``device``) through every stage, resuming where checkpoints
     say; leave it holding the last stage's best weights. ``on_step(stage, epoch, step)`` is a
-    test hook called after each optimiser step. ``stop()`` is polled after each step and epoch;
+    test hook called after each optimiser step; ``step_stats(stage, step, {"loss", "grad_norm",
+    "lr"})`` too, with the step's global gradient norm before clipping and the lr it used. ``stop()`` is polled after each step and epoch;
     a reason ("interrupt" writes ``last`` first, "claim lost" writes nothing) raises
     ``TrainingStopped``."""
     run_dir = Path(run_dir)
@@ -234,6 +243,7 @@ def train(method: Method, model: nn.Module, dataset, split, cfg: RunConfig, run_
     if not train_idx:
         raise ValueError(f"method {name!r}: the training split is empty")
     board = open_board(run_dir) if cfg.tensorboard else None
+    watchers = [w for w in (step_stats, board.step if board is not None else None) if w is not None]
     progress = None
     if not quiet:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -308,13 +318,17 @@ def train(method: Method, model: nn.Module, dataset, split, cfg: RunConfig, run_
                         )
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
-                    grad_norm = None
-                    if cfg.grad_clip:
-                        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
-                    with warmed_up(opt, epoch * n_steps + step, cfg.warmup_steps):
+                    norm = None  # the global gradient norm before clipping
+                    if cfg.grad_clip or watchers:
+                        norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or math.inf)
+                    gstep = epoch * n_steps + step  # optimiser step within the stage
+                    with warmed_up(opt, gstep, cfg.warmup_steps):
                         opt.step()
-                    if board is not None:
-                        board.step(stage.name, epoch * n_steps + step, {"loss": value, "grad_norm": grad_norm, "lr": opt.param_groups[0]["lr"]})
+                    if watchers:
+                        stats = {"loss": value, "grad_norm": float(norm),
+                                 "lr": opt.param_groups[0]["lr"] * warmup_factor(gstep, cfg.warmup_steps)}
+                        for watch in watchers:
+                            watch(stage.name, gstep, stats)
                     loss_sum += value * len(batch)
                     images += len(batch)
                     steps += 1
@@ -328,6 +342,7 @@ def train(method: Method, model: nn.Module, dataset, split, cfg: RunConfig, run_
                                     "seconds": before + time.perf_counter() - t0}
                             saved = ck.save(_last_state(stage, epoch, model, opt, sched, best, best_epoch, wall, part))
                         raise TrainingStopped(reason, saved)
+                epoch_lr = opt.param_groups[0]["lr"]  # the lr this epoch trained at (before warm-up)
                 step_per_epoch(sched)
                 synchronize(device)
                 train_s = before + time.perf_counter() - t0
@@ -336,7 +351,7 @@ def train(method: Method, model: nn.Module, dataset, split, cfg: RunConfig, run_
                 record: dict[str, Any] = {
                     "stage": stage.name, "epoch": epoch, "train_loss": loss_sum / max(images, 1),
                     "images_per_s": images / train_s if train_s > 0 else None,
-                    "lr": opt.param_groups[0]["lr"], "steps": steps,
+                    "lr": epoch_lr, "steps": steps,
                 }
                 if val_idx and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == stage.epochs):
                     values = _validate(method, runnable, stage, dataset, val_idx, cfg, device, precision,

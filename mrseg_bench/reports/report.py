@@ -7,7 +7,8 @@ metric settings when they are not the defaults; a group never mixes them):
 - ``<name>_throughput.png/.pdf`` (metric vs inference images/s), ``<name>_per_rater.png/.pdf``
   (when a method is personalised; the dataset's reference scores, e.g. the synthetic oracle,
   as dashed lines), ``<name>_qualitative.png/.pdf`` (when run folders hold
-  ``qualitative.pt``, see qualitative.py);
+  ``qualitative.pt``, see qualitative.py), ``<name>_curves_<method>.png/.pdf`` (learning
+  curves from the run folders' ``train_log.jsonl``, see curves.py);
 and ``tables.tex`` (all LaTeX tables; needs ``\\usepackage{booktabs}``) and ``report.md``
 (all Markdown tables and figure links). Only the latest ``done`` run per configuration and seed
 is used (loader.py). Each LaTeX table passes ``latex.check_latex`` before anything is written;
@@ -23,6 +24,7 @@ import pandas as pd
 from ..paths import check_run_names
 from .aggregate import profile_values, run_means, seed_stats
 from .cells import csv_frame
+from .curves import curves_section
 from .figures import per_rater_bars, qualitative_grid, throughput_scatter
 from .latex import check_latex, render_latex
 from .loader import Results, load_results
@@ -129,6 +131,7 @@ def write_report(store_path: Path, out_dir: Path, reference: str | None = None,
             written += paths
             if paths:
                 md.append(f"### {title}\n\n![{title}]({paths[0].name})\n")
+        written += curves_section(runs, methods, out_dir, group, title, md)
         if not figs["Qualitative examples"]:
             notes.append(f"qualitative grid: no run folder holds {QUALITATIVE_FILE}")
         md += [f"- {escape_md(n)}" for n in notes] + [""]
