@@ -226,7 +226,8 @@ def train(method: Method, model: nn.Module, dataset, split, cfg: RunConfig, run_
     """Train ``model`` (already on ``device``) through every stage, resuming where checkpoints
     say; leave it holding the last stage's best weights. ``on_step(stage, epoch, step)`` is a
     test hook called after each optimiser step; ``step_stats(stage, step, {"loss", "grad_norm",
-    "lr"})`` too, with the step's global gradient norm before clipping and the lr it used. ``stop()`` is polled after each step and epoch;
+    "lr"})`` too, with the step's global gradient norm before clipping and the lr it used.
+    ``stop()`` is polled after each step and epoch;
     a reason ("interrupt" writes ``last`` first, "claim lost" writes nothing) raises
     ``TrainingStopped``."""
     run_dir = Path(run_dir)
