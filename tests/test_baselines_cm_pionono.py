@@ -135,6 +135,17 @@ def test_invalid_raters_never_enter_the_loss(name, mode):
         assert not torch.equal(method.training_step(model, data, stage)["loss"], ref)
 
 
+def test_recon_raters_defaults_follow_the_references():
+    # Pionono's reference pairs each image with one annotation; Zhang et al.'s CM code uses all
+    assert create_method("pionono").cfg.recon_raters == "one"
+    assert create_method("cm.global").cfg.recon_raters == "all"
+    from mrseg_bench.presets import load_preset
+
+    for preset in ("default", "study", "smoke", "paper"):
+        p = load_preset(preset)
+        assert p.method_overrides("pionono", create_method("pionono").cfg).get("recon_raters", "one") == "one", preset
+
+
 def test_select_raters_modes():
     data = batch(b=64)
     data.rater_valid[:, 0] = False
@@ -216,7 +227,7 @@ def test_pionono_predict_personalised_and_spread_samples():
 
 
 def test_pionono_loss_parts():
-    method = create_method("pionono", {**TINY, "kl_weight": 0.5, "l2_weight": 0.25})
+    method = create_method("pionono", {**TINY, "kl_weight": 0.5, "l2_weight": 0.25, "recon_raters": "all"})
     torch.manual_seed(0)
     model = method.build(INFO)
     out = method.training_step(model, batch(), Stage("train", 1, 1e-3))

@@ -57,8 +57,8 @@ def test_run_with_a_folder_at_the_claim_path_fails_that_run_clearly(tmp_path) ->
     from typer.testing import CliRunner
 
     from mrseg_bench.cli import app
-    from mrseg_bench.run_folder import claim_path
     from mrseg_bench.run.plan import plan_grid
+    from mrseg_bench.run_folder import claim_path
 
     preset = tmp_path / "toy.toml"
     preset.write_text(toys.preset_toml(num_cases=16, epochs=1, n_samples=2))

@@ -7,7 +7,8 @@ import json
 
 import test_engine_toys as toys
 
-from mrseg_bench.runner import plan_grid, run_grid
+from mrseg_bench.executors.grid import run_grid
+from mrseg_bench.run.plan import plan_grid
 
 PRESET = toys.preset_toml(num_cases=20, n_samples=3, profile_steps=1, latency_repeats=2)
 

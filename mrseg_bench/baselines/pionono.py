@@ -16,11 +16,10 @@ Training (one ``Stage``; the latent means and scales in their own param group at
 ``train_draws`` = 5 reparameterised draws of that rater's z, their logit maps averaged, the
 generalised Dice loss on the mean; ``+ kl_weight (5e-4) * KL(q(z|r) || prior)`` (mean over
 the pairs) ``+ l2_weight (1e-5) *`` the sum of the L2 norms of the head's hidden layers.
-``recon_raters``: ``"all"`` (default) every valid rater of every image, masked with
-``rater_valid``; ``"one"`` one valid rater drawn per image (the reference, whose loader pairs each
-image with one annotation). Default ``"all"``: each rater's latent then gets a gradient from
-every image instead of 1/R of them, and the shared backbone runs once for the R raters (the
-extra cost is the 1x1 head only).
+``recon_raters``: ``"one"`` (default, the reference, whose loader pairs each image with one
+annotation) one valid rater drawn per image; ``"all"`` every valid rater of every image, masked
+with ``rater_valid``: each rater's latent then gets a gradient from every image instead of 1/R
+of them (R times the supervision of the reference, at the cost of the 1x1 head only).
 
 Prediction: ``personalized[:, r]`` = sigmoid of the mean of ``predict_draws`` = 20 logit maps
 drawn from q(z|r); ``samples`` = ``n_samples`` individual draws spread evenly over the raters
@@ -57,7 +56,7 @@ class PiononoConfig(MethodConfig):
     predict_draws: int = 20
     kl_weight: float = 5e-4
     l2_weight: float = 1e-5
-    recon_raters: Literal["all", "one"] = "all"
+    recon_raters: Literal["all", "one"] = "one"
 
 
 def full_gaussian_kl(mu_q: torch.Tensor, tril_q: torch.Tensor, mu_p: torch.Tensor,

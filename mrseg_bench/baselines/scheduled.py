@@ -19,7 +19,9 @@ SCHEDULES = ("cosine", "poly", "plateau", "constant")
 
 @dataclass
 class ScheduledConfig(MethodConfig):
-    """MethodConfig + Adam weight decay, the validation monitor and a schedule."""
+    """MethodConfig + Adam weight decay, the validation monitor and a schedule. ``monitor``
+    ("loss" or a metric) is what a plateau schedule steps on and, when it names a metric, the
+    stage's selection metric under ``run.select = "auto"`` (``Method.select_metric``)."""
 
     weight_decay: float = 0.0
     monitor: str = "loss"

@@ -7,7 +7,8 @@ metric settings when they are not the defaults; a group never mixes them):
 - ``<name>_throughput.png/.pdf`` (metric vs inference images/s), ``<name>_per_rater.png/.pdf``
   (when a method is personalised; the dataset's reference scores, e.g. the synthetic oracle,
   as dashed lines), ``<name>_qualitative.png/.pdf`` (when run folders hold
-  ``qualitative.pt``, see qualitative.py);
+  ``qualitative.pt``, see qualitative.py), ``<name>_curves_<method>.png/.pdf`` (learning
+  curves from the run folders' ``train_log.jsonl``, see curves.py);
 and ``tables.tex`` (all LaTeX tables; needs ``\\usepackage{booktabs}``) and ``report.md``
 (all Markdown tables and figure links). Only the latest ``done`` run per configuration and seed
 is used (loader.py). Each LaTeX table passes ``latex.check_latex`` before anything is written;
@@ -30,6 +31,7 @@ import pandas as pd
 from ..paths import check_run_names
 from .aggregate import case_values, intervals, profile_values, run_means, seed_stats
 from .cells import csv_frame
+from .curves import curves_section
 from .figures import per_rater_bars, qualitative_grid, throughput_scatter
 from .latex import check_latex, render_latex
 from .loader import Results, load_results
@@ -170,6 +172,12 @@ def _write_all(results: Results, tables: list[Table], store_path: Path, out_dir:
         drawn = {title: _figure(title, draw, group, md, log) for title, draw in figs.items()}
         for paths in drawn.values():
             written += paths
+        curve_md: list[str] = []
+        curves = _figure("Learning curves", partial(curves_section, runs, methods, out_dir, group,
+                                                    f"{first.dataset} ({first.preset})", curve_md), group, md, log)
+        if curves:  # curves_section wrote one link per method; keep those instead of _figure's one
+            md[-1:] = curve_md
+        written += curves
         if not drawn["Qualitative examples"] and not any("Qualitative" in m and "not drawn" in m for m in md):
             notes.append(f"qualitative grid: no run folder holds {QUALITATIVE_FILE}")
         md += [f"- {escape_md(n)}" for n in notes] + [""]

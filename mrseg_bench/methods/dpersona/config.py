@@ -24,6 +24,8 @@ class DPersonaConfig(MethodConfig):
     - ``sigma`` / ``sigma_floor``: the latent scale, ``"softplus"`` (bounded, default) or
       ``"exp"`` (the reference's exp(log sigma)); ``kl_warmup_epochs`` and ``free_bits``: the
       options against posterior collapse of ``mrseg_bench.latent`` (default off, as published).
+    - ``head_init``: the heads' initialisation, ``"reference"`` (Kaiming-normal weights, bias
+      N(0, 1e-3) truncated at 2 sigma, as the reference code) or ``"pytorch"`` (Conv2d's default).
     - ``l2_weight``: weight of the sum of unsquared L2 norms of every parameter tensor (weights
       and biases) of the prior net, the posterior net and Fcomb's hidden layers.
     """
@@ -40,6 +42,7 @@ class DPersonaConfig(MethodConfig):
     head_padding: int | None = None
     head_channels: tuple[int, ...] = (32, 16)
     head_dropout: float = 0.1
+    head_init: Literal["reference", "pytorch"] = "reference"
     bank_train: int = 100
     bank_test: int = 500
     decoder_channels: tuple[int, ...] = DEFAULT_DECODER_CHANNELS
@@ -74,6 +77,8 @@ class DPersonaConfig(MethodConfig):
         check_latent_options(where, self.sigma, self.sigma_floor, self.kl_warmup_epochs, self.free_bits)
         if not 0.0 <= self.head_dropout < 1.0:
             raise ValueError(f"{where}: head_dropout must be in [0, 1), got {self.head_dropout!r}")
+        if self.head_init not in ("reference", "pytorch"):
+            raise ValueError(f"{where}: head_init must be 'reference' or 'pytorch', got {self.head_init!r}")
         if self.stage1_recon not in ("posterior", "prior"):
             raise ValueError(f"{where}: stage1_recon must be 'posterior' or 'prior', got {self.stage1_recon!r}")
         if self.head_padding is not None and self.head_padding < 0:

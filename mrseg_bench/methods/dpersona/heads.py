@@ -7,7 +7,9 @@ by 3 (each conv grows the map); padding 1 is the corrected form. Same parameter 
 
 The R heads are stored stacked (``weight.j [R,out,in,3,3]``, ``bias.j [R,out]``) and run
 together: the first conv as one conv with R*out channels, the rest as grouped convs (groups=R),
-so there is no Python loop over raters.
+so there is no Python loop over raters. Initialisation (``init``): ``"reference"`` (default,
+the D-Persona code's Kaiming-normal weights and N(0, 1e-3) biases) or ``"pytorch"`` (Conv2d's
+default uniform init).
 
 Query (``attend``): ``a = softmax_N(q . Z)``, ``z_r = sum_i a_i Z_i`` for a bank ``Z [B,N,D]``.
 """
@@ -22,13 +24,15 @@ import torch.nn.functional as F
 from torch import nn
 
 KERNEL = 3
+HEAD_INITS = ("reference", "pytorch")
+BIAS_STD = 1e-3
 
 
 class ProjectionHeads(nn.Module):
     """``forward(features [B,C,H,W]) -> queries [B,R,D]``."""
 
     def __init__(self, num_heads: int, in_channels: int = 16, channels: Sequence[int] = (32, 16, 6),
-                 padding: int = 1, dropout: float = 0.1) -> None:
+                 padding: int = 1, dropout: float = 0.1, init: str = "reference") -> None:
         super().__init__()
         if num_heads < 1 or len(channels) != 3:
             raise ValueError(f"ProjectionHeads: need num_heads >= 1 and 3 block widths, got {num_heads}, {channels}")
@@ -37,6 +41,9 @@ class ProjectionHeads(nn.Module):
         self.query_dim = int(channels[-1])
         self.padding = int(padding)
         self.dropout = float(dropout)
+        if init not in HEAD_INITS:
+            raise ValueError(f"ProjectionHeads: init must be one of {', '.join(HEAD_INITS)}, got {init!r}")
+        self.init = init
         shapes: list[tuple[int, int]] = []  # (out, in) of the 6 convs
         prev = self.in_channels
         for width in channels:
@@ -48,14 +55,20 @@ class ProjectionHeads(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Each head's convs get PyTorch's default Conv2d initialisation."""
+        """Per head and conv (fan_in = in_channels * 3 * 3): ``"reference"`` (the D-Persona code's
+        ``init_weights``): weights Kaiming-normal, N(0, 2 / fan_in); biases N(0, 1e-3^2)
+        truncated to +-2e-3. ``"pytorch"``: PyTorch's default Conv2d init, weights and biases
+        U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
         for w, b in zip(self.weight, self.bias, strict=True):
             fan_in = w.shape[2] * KERNEL * KERNEL
-            bound = 1.0 / math.sqrt(fan_in)
             with torch.no_grad():
-                # kaiming_uniform(a=sqrt(5)) == U(-1/sqrt(fan_in), 1/sqrt(fan_in)), per head
-                w.uniform_(-bound, bound)
-                b.uniform_(-bound, bound)
+                if self.init == "reference":
+                    w.normal_(0.0, math.sqrt(2.0 / fan_in))
+                    nn.init.trunc_normal_(b, mean=0.0, std=BIAS_STD, a=-2 * BIAS_STD, b=2 * BIAS_STD)
+                else:  # kaiming_uniform(a=sqrt(5)) == U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+                    bound = 1.0 / math.sqrt(fan_in)
+                    w.uniform_(-bound, bound)
+                    b.uniform_(-bound, bound)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if features.ndim != 4 or features.shape[1] != self.in_channels:

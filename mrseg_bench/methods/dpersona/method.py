@@ -64,13 +64,19 @@ class DPersona(Method):
             prior_convs_per_block=c.prior_convs_per_block, fcomb_channels=c.fcomb_channels,
             fcomb_layers=c.fcomb_layers, head_channels=c.head_channels,
             head_padding=c.resolved_head_padding, head_dropout=c.head_dropout,
-            sigma=c.sigma, sigma_floor=c.sigma_floor,
+            sigma=c.sigma, sigma_floor=c.sigma_floor, head_init=c.head_init,
         ), dataset_info.in_channels, dataset_info.num_raters)
 
     def stages(self) -> list[Stage]:
         c = self.cfg
         return [Stage(STAGE1, epochs=c.resolved_stage1_epochs, lr=c.lr, monitor="loss", mode="min"),
                 Stage(STAGE2, epochs=c.resolved_stage2_epochs, lr=c.lr, monitor="loss", mode="min")]
+
+    def select_metric(self, stage: Stage) -> str:
+        """Stage 1 trains the sampler: ``dice_match`` (Hungarian-matched sample/rater Dice);
+        stage 2 the heads: ``per_rater_dice_matched``. These are the reference's choices
+        (Dice_match, Dice_each_mean), here on the validation split instead of the test fold."""
+        return "dice_match" if stage.name == STAGE1 else "per_rater_dice_matched"
 
     @staticmethod
     def _check(model: nn.Module, stage: Stage | None = None) -> DPersonaNet:

@@ -28,7 +28,7 @@ class DPersonaNet(nn.Module):
                  prior_filters: Sequence[int] = (16, 32, 64, 128, 256), prior_convs_per_block: int = 3,
                  fcomb_channels: int = 16, fcomb_layers: int = 3, head_channels: Sequence[int] = (32, 16),
                  head_padding: int = 1, head_dropout: float = 0.1, sigma: str = "softplus",
-                 sigma_floor: float = 1e-3) -> None:
+                 sigma_floor: float = 1e-3, head_init: str = "reference") -> None:
         super().__init__()
         if in_channels < 1 or num_raters < 1:
             raise ValueError(f"DPersonaNet: need in_channels >= 1 and num_raters >= 1, got {in_channels}, {num_raters}")
@@ -43,7 +43,8 @@ class DPersonaNet(nn.Module):
         self.posterior = GaussianEncoder(in_channels + num_raters, latent_dim, prior_filters,
                                          prior_convs_per_block, sigma, sigma_floor)
         self.fcomb = Fcomb(features, latent_dim, fcomb_channels, fcomb_layers)
-        self.heads = ProjectionHeads(num_raters, features, (*head_channels, latent_dim), head_padding, head_dropout)
+        self.heads = ProjectionHeads(num_raters, features, (*head_channels, latent_dim), head_padding, head_dropout,
+                                     head_init)
 
     def stage1_modules(self) -> Iterator[nn.Module]:
         """Everything stage 1 trains (all but the heads)."""
