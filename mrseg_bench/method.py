@@ -60,8 +60,9 @@ class Stage:
     "cosine" (default, stepped per epoch), "poly" (``lr * (1 - epoch/epochs) ** power``),
     "plateau" (ReduceLROnPlateau on the validation monitor) or "constant"; ``schedule_options``:
     poly ``power`` (0.9); plateau ``factor`` (0.1), ``patience`` (10), ``min_lr`` (0).
-    ``monitor`` picks the best checkpoint on the validation split: ``"loss"`` (mean
-    validation loss) or a MetricSuite metric name; ``mode`` is "min" or "max"."""
+    ``monitor`` (``"loss"`` or a MetricSuite metric name; ``mode`` "min" or "max") is the
+    validation value a plateau schedule steps on, and, when it names a metric, the stage's
+    selection metric under ``run.select = "auto"`` (``Method.select_metric``)."""
 
     name: str
     epochs: int
@@ -121,6 +122,17 @@ class Method(abc.ABC):
         ``stage``. Default: one group of ``stage_parameters`` at ``stage.lr``. Override to give
         parts of the model their own lr (a parameter may be in one group only)."""
         return [{"params": self.stage_parameters(model, stage), "lr": stage.lr, "name": "all"}]
+
+    def select_metric(self, stage: Stage) -> str:
+        """The validation metric that picks ``stage``'s best epoch under ``run.select = "auto"``
+        (``engine.select``): the stage's ``monitor`` when it names a metric, else the primary
+        metric of the method's capabilities (personalized: ``per_rater_dice_matched``; diverse:
+        ``ged``; consensus: ``consensus_dice``, in that precedence)."""
+        if stage.monitor != "loss":
+            return stage.monitor
+        from .engine.select import primary_metric
+
+        return primary_metric(self.info.capabilities)
 
     def begin_stage(self, model: nn.Module, stage: Stage) -> None:
         """Called once before a stage (and on resume): freeze parts, load the previous stage."""

@@ -4,7 +4,8 @@
 ``train_log.jsonl``, ``checkpoints/``, ``metrics.csv``, ``error.txt`` (failed runs) and, written
 atomically (temp file + rename) at the end of every run, done or failed, ``result.json``::
 
-    {"schema": 1, "run": {run row}, "metrics": [metric rows], "profile": [profile rows]}
+    {"schema": 1, "run": {run row}, "metrics": [metric rows], "profile": [profile rows],
+     "selection": {stage: {"metric", "mode", "value", "epoch"}}}   (selection: done runs)
 
 The run row has the results store's ``runs`` columns (identity, config, hash, environment,
 status, error, times); ``collect`` rebuilds the store from these files.
@@ -64,9 +65,14 @@ def _plain(x: Any) -> Any:
 
 
 def write_result(run_dir: str | Path, run: dict[str, Any], metrics: list[dict[str, Any]],
-                 profile: list[dict[str, Any]]) -> dict[str, Any]:
-    """Write ``<run_dir>/result.json`` atomically; returns what it holds (as ``read_result`` would)."""
-    body = _plain({"schema": RESULT_SCHEMA, "run": run, "metrics": metrics, "profile": profile})
+                 profile: list[dict[str, Any]], selection: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``<run_dir>/result.json`` atomically; returns what it holds (as ``read_result`` would).
+    ``selection`` (a done run): per stage, what picked its best epoch, ``{"metric", "mode",
+    "value", "epoch"}`` (``epoch`` 0-based, as in ``train_log.jsonl``)."""
+    body = {"schema": RESULT_SCHEMA, "run": run, "metrics": metrics, "profile": profile}
+    if selection is not None:
+        body["selection"] = selection
+    body = _plain(body)
     atomic_write_text(Path(run_dir) / RESULT_FILE, json.dumps(body, sort_keys=True, allow_nan=False) + "\n")
     return json.loads(json.dumps(body))
 

@@ -13,6 +13,10 @@ the lr below; every group scales its own base lr ``lr0``):
   ``factor`` (0.1), ``patience`` (10), ``min_lr`` (0); stepped only after a validation;
 - ``"constant"``: ``lr0``.
 
+Warm-up (``RunConfig.warmup_steps`` = W, an engine setting, the same for every method): optimiser
+step t = 0, 1, ... of a stage runs at ``lr * warmup_factor(t, W)``, ``min(1, (t + 1) / W)`` (1
+when W = 0), on top of whatever lr the schedule gives each group (``warmed_up``).
+
 Per-epoch schedules are stepped by ``step_per_epoch`` at the end of each epoch, the plateau
 schedule by ``step_on_validation`` with the validation score. Their ``state_dict`` goes into the
 resumable checkpoint.
@@ -21,6 +25,8 @@ resumable checkpoint.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -94,4 +100,30 @@ def step_on_validation(scheduler: Scheduler, score: float) -> None:
         scheduler.step(score)
 
 
-__all__ = ["SCHEDULE_OPTIONS", "build_optimizer", "build_scheduler", "step_on_validation", "step_per_epoch"]
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """``min(1, (step + 1) / warmup_steps)`` for optimiser step ``step`` (0-based); 1 without warm-up."""
+    if warmup_steps <= 0:
+        return 1.0
+    return min(1.0, (int(step) + 1) / int(warmup_steps))
+
+
+@contextmanager
+def warmed_up(optimizer: torch.optim.Optimizer, step: int, warmup_steps: int) -> Iterator[None]:
+    """Inside the block every group's lr is scaled by ``warmup_factor(step, warmup_steps)``;
+    the scheduled lr is restored after it (the schedules never see the scaled value)."""
+    factor = warmup_factor(step, warmup_steps)
+    if factor == 1.0:
+        yield
+        return
+    scheduled = [g["lr"] for g in optimizer.param_groups]
+    for g, lr in zip(optimizer.param_groups, scheduled, strict=True):
+        g["lr"] = lr * factor
+    try:
+        yield
+    finally:
+        for g, lr in zip(optimizer.param_groups, scheduled, strict=True):
+            g["lr"] = lr
+
+
+__all__ = ["SCHEDULE_OPTIONS", "build_optimizer", "build_scheduler", "step_on_validation", "step_per_epoch",
+           "warmed_up", "warmup_factor"]

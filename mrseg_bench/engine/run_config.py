@@ -45,6 +45,9 @@ class RunConfig:
     channels_last: bool = False
     compile: bool = False
     grad_clip: float = 0.0  # 0: off; else max global grad norm
+    warmup_steps: int = 0  # linear lr warm-up over the first N optimiser steps of each stage (0: off)
+    select: str = "auto"  # what picks each stage's best epoch on validation (engine.select)
+    tensorboard: bool = field(default=False, metadata=NOT_HASHED)  # write TensorBoard event files to <run dir>/tensorboard/
     val_every: int = 1
     checkpoint_every: int = field(default=0, metadata=NOT_HASHED)  # also write `last` every N epochs (0: only by time, at stage end, on a signal)
     checkpoint_interval_s: float = field(default=600.0, metadata=NOT_HASHED)  # seconds between resumable `last` checkpoints (0: every epoch)
@@ -70,6 +73,7 @@ class RunConfig:
             "max_eval_cases": self.max_eval_cases >= 0,
             "qualitative_cases": self.qualitative_cases >= 0,
             "grad_clip": self.grad_clip >= 0,
+            "warmup_steps": self.warmup_steps >= 0,
             "val_every": self.val_every >= 1,
             "checkpoint_every": self.checkpoint_every >= 0,
             "checkpoint_interval_s": self.checkpoint_interval_s >= 0,
@@ -84,6 +88,9 @@ class RunConfig:
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"run config: invalid value for {', '.join(f'{k}={getattr(self, k)!r}' for k in bad)}")
+        from .select import parse_select
+
+        parse_select(self.select)
 
     @property
     def eval_bs(self) -> int:

@@ -4,8 +4,12 @@ For each stage of ``method.stages()``: ``begin_stage``; Adam over ``param_groups
 group, weight_decay) and the stage's lr schedule (``engine.optim``: cosine by default, stepped
 per epoch; plateau stepped on the validation score); per epoch ``train_mode``, batches in an order
 that is a pure function of (seed, stage, epoch), optional augmentation, ``training_step(...)
-["loss"]``, backward, optional gradient clipping, step; then validation on the VALIDATION split
-(the stage's ``monitor``: "loss" or a metric name).
+["loss"]``, backward, optional gradient clipping (``cfg.grad_clip``), step (its lr scaled by the
+linear warm-up ``cfg.warmup_steps``, ``engine.optim.warmup_factor``); then validation on the
+VALIDATION split: the mean validation loss and the stage's selection metric (``cfg.select``,
+``engine.select``), both logged as ``val_<name>`` with ``select``/``select_mode``; the best epoch
+of the stage is the one with the best selection value. The test split is never read here.
+``cfg.tensorboard`` also writes TensorBoard event files (``engine.tensorboard``).
 
 Checkpoints (``<run_dir>/checkpoints/``), all loadable with ``torch.load(weights_only=True)``:
 
@@ -42,9 +46,18 @@ from torch import nn
 from ..method import Method, Stage
 from .data import augment, limit, make_batches, prepare
 from .device import autocast, epoch_seed, get_rng_state, seed_everything, set_rng_state, synchronize
-from .evaluate import evaluate, mean_metric
-from .optim import build_optimizer, build_scheduler, step_on_validation, step_per_epoch
+from .evaluate import evaluate, mean_metric, metric_suite
+from .optim import (
+    build_optimizer,
+    build_scheduler,
+    step_on_validation,
+    step_per_epoch,
+    warmed_up,
+    warmup_factor,
+)
 from .run_config import RunConfig
+from .select import resolve_selection
+from .tensorboard import open_board
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -65,7 +78,7 @@ class TrainingStopped(BaseException):  # noqa: N818 - like KeyboardInterrupt, no
 @dataclass
 class TrainResult:
     stage_wall_s: dict[str, float] = field(default_factory=dict)
-    best: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> {score, epoch}
+    best: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> {metric, mode, score, epoch}
     train_images: int = 0
     train_seconds: float = 0.0
 
@@ -137,36 +150,33 @@ def _cpu_copy(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def _better(score: float, best: float | None, mode: str) -> bool:
-    if best is None:
-        return True
-    return score < best if mode == "min" else score > best
-
-
 def _log(run_dir: Path, record: dict[str, Any]) -> None:
     with open(Path(run_dir) / "train_log.jsonl", "a", encoding="utf-8") as fh:
         fh.write(json.dumps(record, sort_keys=True) + "\n")
 
 
 def _validate(method: Method, model: nn.Module, stage: Stage, dataset, val_idx, cfg: RunConfig,
-              device: torch.device, precision: str, suite_factory: Callable | None) -> float:
-    """The stage's monitor on the validation split: mean loss (no_grad) or a metric's mean."""
+              device: torch.device, precision: str, suite_factory: Callable | None,
+              metrics: list[str]) -> dict[str, float]:
+    """Validation values on the VALIDATION split: ``loss`` (the mean training loss, no_grad)
+    and the mean of each metric in ``metrics`` (one prediction pass for all of them)."""
     idx = limit(val_idx, cfg.max_eval_cases)
-    if stage.monitor == "loss":
-        model.eval()
-        total, n = 0.0, 0
-        with torch.no_grad():
-            for batch in make_batches(dataset, idx, cfg.eval_bs, shuffle=False, seed=0):
-                batch = prepare(batch, device, cfg.image_size, cfg.channels_last)
-                with autocast(device, precision):
-                    loss = method.training_step(model, batch, stage)["loss"]
-                total += float(loss) * len(batch)
-                n += len(batch)
-        return total / max(n, 1)
-    suite = suite_factory([stage.monitor]) if suite_factory else None
-    rows = evaluate(method, model, dataset, idx, cfg.val_n_samples, device, cfg.eval_bs, suite=suite,
-                    precision=precision, image_size=cfg.image_size, channels_last=cfg.channels_last)
-    return mean_metric(rows, stage.monitor)
+    model.eval()
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for batch in make_batches(dataset, idx, cfg.eval_bs, shuffle=False, seed=0):
+            batch = prepare(batch, device, cfg.image_size, cfg.channels_last)
+            with autocast(device, precision):
+                loss = method.training_step(model, batch, stage)["loss"]
+            total += float(loss) * len(batch)
+            n += len(batch)
+    values = {"loss": total / max(n, 1)}
+    if metrics:
+        suite = suite_factory(metrics) if suite_factory else metric_suite(metrics)
+        rows = evaluate(method, model, dataset, idx, cfg.val_n_samples, device, cfg.eval_bs, suite=suite,
+                        precision=precision, image_size=cfg.image_size, channels_last=cfg.channels_last)
+        values.update({m: mean_metric(rows, m) for m in metrics})
+    return values
 
 
 def _last_state(stage: Stage, epoch: int, model: nn.Module, opt, sched, best, best_epoch: int, wall: float,
@@ -211,10 +221,12 @@ def train(method: Method, model: nn.Module, dataset, split, cfg: RunConfig, run_
           seed: int, device: torch.device, precision: str = "fp32", method_name: str | None = None,
           quiet: bool = True, suite_factory: Callable | None = None,
           on_step: Callable[[str, int, int], None] | None = None,
-          stop: Callable[[], str | None] | None = None) -> TrainResult:
+          stop: Callable[[], str | None] | None = None,
+          step_stats: Callable[[str, int, dict[str, float]], None] | None = None) -> TrainResult:
     """Train ``model`` (already on ``device``) through every stage, resuming where checkpoints
     say; leave it holding the last stage's best weights. ``on_step(stage, epoch, step)`` is a
-    test hook called after each optimiser step. ``stop()`` is polled after each step and epoch;
+    test hook called after each optimiser step; ``step_stats(stage, step, {"loss", "grad_norm",
+    "lr"})`` too, with the step's global gradient norm before clipping and the lr it used. ``stop()`` is polled after each step and epoch;
     a reason ("interrupt" writes ``last`` first, "claim lost" writes nothing) raises
     ``TrainingStopped``."""
     run_dir = Path(run_dir)
@@ -230,6 +242,8 @@ def train(method: Method, model: nn.Module, dataset, split, cfg: RunConfig, run_
     val_idx = list(split.val)
     if not train_idx:
         raise ValueError(f"method {name!r}: the training split is empty")
+    board = open_board(run_dir) if cfg.tensorboard else None
+    watchers = [w for w in (step_stats, board.step if board is not None else None) if w is not None]
     progress = None
     if not quiet:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -250,6 +264,8 @@ def train(method: Method, model: nn.Module, dataset, split, cfg: RunConfig, run_
                 seed_everything(seed)
             if state is None and k > 0:  # start from the previous stage's best
                 model.load_state_dict(_load(checkpoint_path(run_dir, stages[k - 1].name, "best"))["model"])
+            sel = resolve_selection(cfg.select, name, method, stage)
+            val_metrics = sorted({m for m in (sel.metric, stage.monitor) if m != "loss"})
             method.begin_stage(model, stage)
             opt = build_optimizer(method, model, stage, where=f"method {name!r} stage {stage.name!r}")
             params = [p for group in opt.param_groups for p in group["params"]]
@@ -302,9 +318,17 @@ def train(method: Method, model: nn.Module, dataset, split, cfg: RunConfig, run_
                         )
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
-                    if cfg.grad_clip:
-                        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                    opt.step()
+                    norm = None  # the global gradient norm before clipping
+                    if cfg.grad_clip or watchers:
+                        norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or math.inf)
+                    gstep = epoch * n_steps + step  # optimiser step within the stage
+                    with warmed_up(opt, gstep, cfg.warmup_steps):
+                        opt.step()
+                    if watchers:
+                        stats = {"loss": value, "grad_norm": float(norm),
+                                 "lr": opt.param_groups[0]["lr"] * warmup_factor(gstep, cfg.warmup_steps)}
+                        for watch in watchers:
+                            watch(stage.name, gstep, stats)
                     loss_sum += value * len(batch)
                     images += len(batch)
                     steps += 1
@@ -318,6 +342,7 @@ def train(method: Method, model: nn.Module, dataset, split, cfg: RunConfig, run_
                                     "seconds": before + time.perf_counter() - t0}
                             saved = ck.save(_last_state(stage, epoch, model, opt, sched, best, best_epoch, wall, part))
                         raise TrainingStopped(reason, saved)
+                epoch_lr = opt.param_groups[0]["lr"]  # the lr this epoch trained at (before warm-up)
                 step_per_epoch(sched)
                 synchronize(device)
                 train_s = before + time.perf_counter() - t0
@@ -326,17 +351,20 @@ def train(method: Method, model: nn.Module, dataset, split, cfg: RunConfig, run_
                 record: dict[str, Any] = {
                     "stage": stage.name, "epoch": epoch, "train_loss": loss_sum / max(images, 1),
                     "images_per_s": images / train_s if train_s > 0 else None,
-                    "lr": opt.param_groups[0]["lr"], "steps": steps,
+                    "lr": epoch_lr, "steps": steps,
                 }
                 if val_idx and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == stage.epochs):
-                    score = _validate(method, runnable, stage, dataset, val_idx, cfg, device, precision, suite_factory)
-                    record[f"val_{stage.monitor}"] = score
+                    values = _validate(method, runnable, stage, dataset, val_idx, cfg, device, precision,
+                                       suite_factory, val_metrics)
+                    record.update({f"val_{k}": v for k, v in values.items()})
+                    record.update(select=sel.metric, select_mode=sel.mode)
+                    score = values[sel.metric]
                     if not math.isfinite(score):
                         raise NonFiniteLossError(
-                            f"method {name!r} stage {stage.name!r} epoch {epoch}: validation {stage.monitor} is {score}"
+                            f"method {name!r} stage {stage.name!r} epoch {epoch}: validation {sel.metric} is {score}"
                         )
-                    step_on_validation(sched, score)
-                    if _better(score, best, stage.mode):
+                    step_on_validation(sched, values[stage.monitor])
+                    if sel.better(score, best):
                         best, best_epoch = score, epoch
                         ck.improve(model, epoch, score)
                 elif not val_idx and epoch + 1 == stage.epochs:  # no validation split: best = last
@@ -346,6 +374,8 @@ def train(method: Method, model: nn.Module, dataset, split, cfg: RunConfig, run_
                 wall += epoch_s
                 record["wall_s"] = epoch_s
                 _log(run_dir, record)
+                if board is not None:
+                    board.epoch(record)
                 final = epoch + 1 == stage.epochs
                 reason = stop() if stop is not None else None
                 saved = None
@@ -360,9 +390,11 @@ def train(method: Method, model: nn.Module, dataset, split, cfg: RunConfig, run_
             if not ck.best.exists():
                 raise ValueError(f"method {name!r} stage {stage.name!r}: no best checkpoint (epochs={stage.epochs})")
             result.stage_wall_s[stage.name] = wall
-            result.best[stage.name] = {"score": best, "epoch": best_epoch}
+            result.best[stage.name] = {"metric": sel.metric, "mode": sel.mode, "score": best, "epoch": best_epoch}
         model.load_state_dict(_load(checkpoint_path(run_dir, stages[-1].name, "best"))["model"])
     finally:
         if progress is not None:
             progress.stop()
+        if board is not None:
+            board.close()
     return result

@@ -175,8 +175,9 @@ def _last_checkpoint(spec: RunSpec, run_dir: Path) -> Path | None:
 
 
 def _train_evaluate_profile(spec: RunSpec, dataset, work_dir: Path, quiet: bool,
-                            stop: Callable[[], str | None]) -> tuple[list[dict], list[dict]]:
-    """The run's work proper; returns (metric rows, profile rows). Checkpoints and files go to ``work_dir``."""
+                            stop: Callable[[], str | None]) -> tuple[list[dict], list[dict], dict]:
+    """The run's work proper; returns (metric rows, profile rows, selection per stage).
+    Checkpoints and files go to ``work_dir``."""
     cfg, dev = spec.run_cfg, spec.torch_device
     split = make_run_split(dataset, cfg)
     atomic_write_text(work_dir / "split.json", json.dumps(json.loads(split_to_json(split, dataset)), indent=1))
@@ -223,7 +224,9 @@ def _train_evaluate_profile(spec: RunSpec, dataset, work_dir: Path, quiet: bool,
         prof.append({"name": "train_images_per_s_run", "value": result.train_images / result.train_seconds,
                      "unit": "img/s"})
     prof.append({"name": "eval_wall_s", "value": eval_wall, "unit": "s"})
-    return rows, prof
+    selection = {stage: {"metric": b["metric"], "mode": b["mode"], "value": b["score"], "epoch": b["epoch"]}
+                 for stage, b in result.best.items()}
+    return rows, prof, selection
 
 
 def _poll(stop: Callable[[], str | None]) -> None:
@@ -271,9 +274,9 @@ def _attempt(spec: RunSpec, dataset, work_dir: Path, run_dir: Path, quiet: bool,
         (work_dir / "error.txt").unlink(missing_ok=True)
         atomic_write_text(work_dir / "config.json", json.dumps(
             {**spec.config, "config_hash": spec.config_hash}, indent=2, sort_keys=True))
-        rows, prof = _train_evaluate_profile(spec, dataset, work_dir, quiet, stop)
+        rows, prof, selection = _train_evaluate_profile(spec, dataset, work_dir, quiet, stop)
         row.update(status=Status.DONE.value, finished_at=_now(), wall_s=time.perf_counter() - t_start)
-        result = write_result(work_dir, row, rows, prof)
+        result = write_result(work_dir, row, rows, prof, selection)
     except TrainingStopped:
         raise
     except Exception as exc:  # noqa: BLE001 - one failing run must not stop the grid

@@ -72,6 +72,12 @@ class DPersona(Method):
         return [Stage(STAGE1, epochs=c.resolved_stage1_epochs, lr=c.lr, monitor="loss", mode="min"),
                 Stage(STAGE2, epochs=c.resolved_stage2_epochs, lr=c.lr, monitor="loss", mode="min")]
 
+    def select_metric(self, stage: Stage) -> str:
+        """Stage 1 trains the sampler: ``dice_match`` (Hungarian-matched sample/rater Dice);
+        stage 2 the heads: ``per_rater_dice_matched``. These are the reference's choices
+        (Dice_match, Dice_each_mean), here on the validation split instead of the test fold."""
+        return "dice_match" if stage.name == STAGE1 else "per_rater_dice_matched"
+
     @staticmethod
     def _check(model: nn.Module, stage: Stage | None = None) -> DPersonaNet:
         net = _unwrap(model)
