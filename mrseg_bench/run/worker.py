@@ -13,7 +13,9 @@ is its JSON entry point, for ``executors``, Ray tasks, Slurm jobs and ``mrseg-be
    (``environment``); a failure (any exception, a full disk included) is recorded and never
    escapes; the error handler itself survives ``OSError``; ``last`` checkpoints are deleted
    after success unless ``run.keep_last``;
-5. a signal writes ``last`` and raises ``RunInterrupted``; the claim is released.
+5. a signal writes ``last`` and raises ``RunInterrupted``; the claim is released;
+6. a tune trial (``spec.trial``) reports each epoch to its study (``tune.hook``); when the
+   pruner stops it, the run ends ``skipped`` with note "pruned" and no ``result.json``.
 
 The worker never writes the results store: the submitting process indexes the result.
 """
@@ -193,8 +195,14 @@ def _train_evaluate_profile(spec: RunSpec, dataset, work_dir: Path, quiet: bool,
     def suite_factory(ns=None):
         return metric_suite(ns or names, cfg.convention, cfg.threshold, cfg.ged_estimator, cfg.ncc_maps)
 
+    on_epoch = None
+    if spec.trial:  # a tune trial reports each epoch's validation value to its study
+        from ..tune.hook import epoch_hook
+
+        on_epoch = epoch_hook(spec.trial)
     result = train(spec.method_obj, model, dataset, split, cfg, work_dir, spec.seed, dev, spec.precision,
-                   method_name=spec.method, quiet=quiet, suite_factory=suite_factory, stop=stop)
+                   method_name=spec.method, quiet=quiet, suite_factory=suite_factory, stop=stop,
+                   on_epoch=on_epoch)
     _poll(stop)
     t_eval = time.perf_counter()
     # the compiled model is the one evaluated and profiled (profile_method compiles its own copy)
@@ -327,6 +335,9 @@ def _run_claimed(spec: RunSpec, dataset, run_dir: Path, claim: Claim, holder, fo
     try:
         outcome = _attempt(spec, dataset, work_dir, run_dir, quiet, stop, log)
     except TrainingStopped as exc:
+        if exc.reason == "pruned":
+            log(f"pruned {spec.label}: its tune trial was stopped by the pruner")
+            return Outcome(spec, Status.SKIPPED, None, run_dir=run_dir, note="pruned")
         if exc.reason == "claim lost":
             log(f"stopped {spec.label}: its claim was taken over by another worker")
             return Outcome(spec, Status.SKIPPED, None, run_dir=run_dir, note="claim lost")
