@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import math
@@ -35,7 +36,7 @@ def _state(model):
 
 def test_train_writes_checkpoints_and_log(tmp_path):
     method, model, ds = _fresh()
-    res = train(method, model, ds, SPLIT, CFG, tmp_path, seed=0, device=CPU)
+    res = train(method, model, ds, SPLIT, dataclasses.replace(CFG, select="loss"), tmp_path, seed=0, device=CPU)
     for stage in ("stage1", "stage2"):
         for kind in ("last", "best"):
             assert checkpoint_path(tmp_path, stage, kind).is_file()

@@ -63,10 +63,10 @@ DEGENERATE_NOTE = "classes=1: the D-Persona code's degenerate 1x1 form (identity
 class CMConfig(MethodConfig):
     """See the module docstring. ``epochs`` counts the trace-minimisation stage."""
 
-    SEARCH_SPACE: ClassVar[dict[str, Range]] = {  # mrseg_bench.tune.space
-        "lr": log_uniform(1e-5, 1e-3, "reference: D-Persona's comparison trains the baselines with Adam 1e-4 (REFERENCE.md); a decade either side (our reasoning)"),
-        "cm_lr": log_uniform(1e-5, 1e-3, "reference code: the CM heads at lr 1e-4 after the switch (REFERENCE.md); a decade either side (our reasoning)"),
-        "trace_weight": log_uniform(0.01, 1.0, "paper: alpha = 1 (REFERENCE.md); down to 0.01 because the trace term can dominate the reconstruction (our reasoning)"),
+    SEARCH_SPACE: ClassVar[dict[str, Range]] = {  # mrseg_bench.tune.space; docs/tuning.md
+        "lr": log_uniform(1e-5, 1e-3, "reference: D-Persona's comparison trains the baselines with Adam 1e-4 (docs/more-baselines.md); a decade either side (our reasoning)"),
+        "cm_lr": log_uniform(1e-5, 1e-3, "reference code: the CM heads at lr 1e-4 after the switch (docs/more-baselines.md); a decade either side (our reasoning)"),
+        "trace_weight": log_uniform(0.01, 1.0, "paper: alpha = 1 (docs/more-baselines.md); down to 0.01 because the trace term can dominate the reconstruction (our reasoning)"),
     }
 
     decoder_channels: tuple[int, ...] = DEFAULT_DECODER_CHANNELS

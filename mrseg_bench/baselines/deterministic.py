@@ -27,8 +27,8 @@ from .unet import DEFAULT_DECODER_CHANNELS, build_unet
 class UNetConfig(MethodConfig):
     """``loss``: "gdl" (``losses.generalised_dice_loss``) or "bce" (mean BCE)."""
 
-    SEARCH_SPACE: ClassVar[dict[str, Range]] = {  # mrseg_bench.tune.space
-        "lr": log_uniform(1e-5, 1e-3, "reference: D-Persona's comparison trains the baselines with Adam 1e-4 (REFERENCE.md); a decade either side (our reasoning)"),
+    SEARCH_SPACE: ClassVar[dict[str, Range]] = {  # mrseg_bench.tune.space; docs/tuning.md
+        "lr": log_uniform(1e-5, 1e-3, "reference: D-Persona's comparison trains the baselines with Adam 1e-4 (docs/methods.md); a decade either side (our reasoning)"),
     }
 
     decoder_channels: tuple[int, ...] = DEFAULT_DECODER_CHANNELS

@@ -46,8 +46,8 @@ class FusionConfig(UNetConfig):
     """``as_sample``: also output the consensus as one DIVERSE sample (flagged in capabilities).
     ``staple_threshold``: STAPLE probability >= threshold -> foreground (fusion.staple only)."""
 
-    SEARCH_SPACE: ClassVar[dict[str, Range]] = {  # mrseg_bench.tune.space
-        "lr": log_uniform(1e-5, 1e-3, "reference: D-Persona's comparison trains the baselines with Adam 1e-4 (REFERENCE.md); a decade either side (our reasoning)"),
+    SEARCH_SPACE: ClassVar[dict[str, Range]] = {  # mrseg_bench.tune.space; docs/tuning.md
+        "lr": log_uniform(1e-5, 1e-3, "reference: D-Persona's comparison trains the baselines with Adam 1e-4 (docs/methods.md); a decade either side (our reasoning)"),
     }
 
     as_sample: bool = False

@@ -155,9 +155,9 @@ class MoSEConfig(ScheduledConfig):
     """``filters`` of the BN U-Net (image side divisible by 2**(len(filters)-1)); K experts with
     ``latent_dim`` codes; S = ``samples_per_expert`` in training; Sinkhorn ``ot_eps``, ``ot_iters``."""
 
-    SEARCH_SPACE: ClassVar[dict[str, Range]] = {  # mrseg_bench.tune.space
-        "lr": log_uniform(1e-4, 1e-2, "paper: Adam 1e-3 (REFERENCE.md); a decade either side (our reasoning)"),
-        "num_experts": integer(2, 8, "paper: K = 4 experts (REFERENCE.md); 2 to 8 around it (our reasoning)"),
+    SEARCH_SPACE: ClassVar[dict[str, Range]] = {  # mrseg_bench.tune.space; docs/tuning.md
+        "lr": log_uniform(1e-4, 1e-2, "paper: Adam 1e-3 (docs/more_methods.md); a decade either side (our reasoning)"),
+        "num_experts": integer(2, 8, "paper: K = 4 experts (docs/more_methods.md); 2 to 8 around it (our reasoning)"),
         "ot_eps": log_uniform(0.01, 0.2, "our reasoning: around our Sinkhorn default 0.05; smaller is closer to exact OT, larger is smoother"),
     }
 

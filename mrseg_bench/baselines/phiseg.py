@@ -242,9 +242,9 @@ class PHiSegConfig(ScheduledConfig):
     """``levels`` resolution levels (image side divisible by 2**(levels-1)), ``latent_levels``
     latent levels on the coarsest of them; KL weight of latent level l: kl_weight * kl_base**l."""
 
-    SEARCH_SPACE: ClassVar[dict[str, Range]] = {  # mrseg_bench.tune.space
-        "lr": log_uniform(1e-4, 1e-2, "paper: Adam 1e-3 (REFERENCE.md); a decade either side (our reasoning)"),
-        "kl_weight": log_uniform(0.1, 10.0, "paper: KL weight 1 per level times 4**l (REFERENCE.md); a decade either side (our reasoning)"),
+    SEARCH_SPACE: ClassVar[dict[str, Range]] = {  # mrseg_bench.tune.space; docs/tuning.md
+        "lr": log_uniform(1e-4, 1e-2, "paper: Adam 1e-3 (docs/more_methods.md); a decade either side (our reasoning)"),
+        "kl_weight": log_uniform(0.1, 10.0, "paper: KL weight 1 per level times 4**l (docs/more_methods.md); a decade either side (our reasoning)"),
     }
 
     lr: float = 1e-3

@@ -47,10 +47,10 @@ from .unet import DEFAULT_DECODER_CHANNELS, build_unet
 
 @dataclass
 class PiononoConfig(MethodConfig):
-    SEARCH_SPACE: ClassVar[dict[str, Range]] = {  # mrseg_bench.tune.space
-        "lr": log_uniform(1e-5, 1e-3, "reference: D-Persona's comparison trains the baselines with Adam 1e-4 (REFERENCE.md); a decade either side (our reasoning)"),
-        "latent_lr": log_uniform(2e-3, 0.2, "reference code: latent lr 0.02 (REFERENCE.md); a decade either side (our reasoning)"),
-        "kl_weight": log_uniform(5e-5, 5e-3, "reference code: KL weight 5e-4 (REFERENCE.md); a decade either side (our reasoning)"),
+    SEARCH_SPACE: ClassVar[dict[str, Range]] = {  # mrseg_bench.tune.space; docs/tuning.md
+        "lr": log_uniform(1e-5, 1e-3, "reference: D-Persona's comparison trains the baselines with Adam 1e-4 (docs/more-baselines.md); a decade either side (our reasoning)"),
+        "latent_lr": log_uniform(2e-3, 0.2, "reference code: latent lr 0.02 (docs/more-baselines.md); a decade either side (our reasoning)"),
+        "kl_weight": log_uniform(5e-5, 5e-3, "reference code: KL weight 5e-4 (docs/more-baselines.md); a decade either side (our reasoning)"),
     }
 
     decoder_channels: tuple[int, ...] = DEFAULT_DECODER_CHANNELS

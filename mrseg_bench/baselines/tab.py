@@ -140,9 +140,9 @@ class TABModel(nn.Module):
 class TABConfig(ScheduledConfig):
     """``lam`` weighs the per-rater queries' loss; ``train_samples`` draws per query in training."""
 
-    SEARCH_SPACE: ClassVar[dict[str, Range]] = {  # mrseg_bench.tune.space
-        "lr": log_uniform(5e-6, 5e-4, "paper: Adam 5e-5 (REFERENCE.md); a decade either side (our reasoning)"),
-        "lam": log_uniform(0.25, 4.0, "paper: lambda = 1 (REFERENCE.md); x/4 either side (our reasoning)"),
+    SEARCH_SPACE: ClassVar[dict[str, Range]] = {  # mrseg_bench.tune.space; docs/tuning.md
+        "lr": log_uniform(5e-6, 5e-4, "paper: Adam 5e-5 (docs/more_methods.md); a decade either side (our reasoning)"),
+        "lam": log_uniform(0.25, 4.0, "paper: lambda = 1 (docs/more_methods.md); x/4 either side (our reasoning)"),
     }
 
     lr: float = 5e-5

@@ -46,9 +46,9 @@ class ProbUNetConfig(MethodConfig):
     (smp: (16,32,64,128,256) and gdl; kohl: ``kohl_filters`` and bce). ``prior_filters`` (the
     prior and posterior nets' filters) has D-Persona's field name, so one preset key sizes both."""
 
-    SEARCH_SPACE: ClassVar[dict[str, Range]] = {  # mrseg_bench.tune.space
-        "lr": log_uniform(1e-5, 1e-3, "reference: D-Persona's comparison trains the baselines with Adam 1e-4 (REFERENCE.md); a decade either side (our reasoning)"),
-        "beta": log_uniform(0.1, 10.0, "reference: KL weight 1 in D-Persona's comparison, 10 in the PyTorch port (REFERENCE.md); down to 0.1 against prior collapse (our reasoning)"),
+    SEARCH_SPACE: ClassVar[dict[str, Range]] = {  # mrseg_bench.tune.space; docs/tuning.md
+        "lr": log_uniform(1e-5, 1e-3, "reference: D-Persona's comparison trains the baselines with Adam 1e-4 (docs/methods.md); a decade either side (our reasoning)"),
+        "beta": log_uniform(0.1, 10.0, "reference: KL weight 1 in D-Persona's comparison, 10 in the PyTorch port (docs/methods.md); down to 0.1 against prior collapse (our reasoning)"),
         "free_bits": uniform(0.0, 1.0, "our reasoning: 0 (off, as published) to 1 nat per latent dimension, against the prior collapse measured in issue 22"),
     }
 
