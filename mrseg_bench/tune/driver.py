@@ -302,6 +302,10 @@ def run_tune(req: TuneRequest, log: Callable[[str], None] = lambda s: None) -> T
 
     from ..claims import try_claim
 
+    if req.options is None:
+        from ..executors import ExecutorOptions
+
+        req.options = ExecutorOptions()
     plan, methods = plan_methods(req)
     folder = studies.tune_dir(req.out, plan.experiment)
     folder.mkdir(parents=True, exist_ok=True)
@@ -331,31 +335,51 @@ def run_tune(req: TuneRequest, log: Callable[[str], None] = lambda s: None) -> T
                     "tune; asking them again")
         info = next(iter(plan.datasets.values())).info if plan.datasets else None
         store = req.store or Path(req.out) / "results.sqlite"
-        while True:
-            asked: list[tuple[_Method, Any, RunSpec]] = []
-            for m in methods.values():
-                for _ in range(min(req.batch, req.trials - studies.used(m.study))):
-                    t = m.study.ask()
-                    params = suggest(t, m.space)
-                    trial = {"storage": str((folder / studies.JOURNAL).resolve()), "study": m.name,
-                             "number": t.number, "metric": m.objective.metric, "stage": m.objective.stage,
-                             "pruner": budget["pruner"]}
-                    try:
-                        spec = trial_spec(m, params, trial, info)
-                    except UsageError as exc:
-                        t.set_user_attr("error", str(exc))
-                        m.study.tell(t, state=optuna.trial.TrialState.FAIL)
-                        log(f"{m.name} trial {t.number}: {exc}")
-                        continue
-                    t.set_user_attr("run_dir", str(spec.run_dir(req.out)))
-                    asked.append((m, t, spec))
-            if not asked:
-                if all(studies.used(m.study) >= req.trials for m in methods.values()):
-                    break
-                continue
-            _run_batch(req, plan, asked, store, log)
-            write_outputs(folder, req, plan, methods, budget)
+        with _session(req):
+            _loop(req, plan, methods, folder, budget, info, store, log)
         rows, summaries, preset_path = write_outputs(folder, req, plan, methods, budget)
         return TuneResult(folder, plan.experiment, rows, summaries, budget, preset_path, orphans)
     finally:
         claim.release()
+
+
+def _session(req: TuneRequest):
+    """One Ray connection for every batch (a local cluster starts once); nothing otherwise."""
+    import contextlib
+
+    if req.executor == "ray":
+        from ..executors.ray_executor import session
+
+        return session(req.options)
+    return contextlib.nullcontext()
+
+
+def _loop(req: TuneRequest, plan: Plan, methods: dict[str, _Method], folder: Path, budget: dict[str, Any], info,
+          store: Path, log: Callable[[str], None]) -> None:
+    """Ask, run, tell until every method has used its budget (module docstring, step 3)."""
+    import optuna
+
+    while True:
+        asked: list[tuple[_Method, Any, RunSpec]] = []
+        for m in methods.values():
+            for _ in range(min(req.batch, req.trials - studies.used(m.study))):
+                t = m.study.ask()
+                params = suggest(t, m.space)
+                trial = {"storage": str((folder / studies.JOURNAL).resolve()), "study": m.name,
+                         "number": t.number, "metric": m.objective.metric, "stage": m.objective.stage,
+                         "pruner": budget["pruner"]}
+                try:
+                    spec = trial_spec(m, params, trial, info)
+                except UsageError as exc:
+                    t.set_user_attr("error", str(exc))
+                    m.study.tell(t, state=optuna.trial.TrialState.FAIL)
+                    log(f"{m.name} trial {t.number}: {exc}")
+                    continue
+                t.set_user_attr("run_dir", str(spec.run_dir(req.out)))
+                asked.append((m, t, spec))
+        if not asked:
+            if all(studies.used(m.study) >= req.trials for m in methods.values()):
+                break
+            continue
+        _run_batch(req, plan, asked, store, log)
+        write_outputs(folder, req, plan, methods, budget)
