@@ -381,5 +381,7 @@ def _loop(req: TuneRequest, plan: Plan, methods: dict[str, _Method], folder: Pat
             if all(studies.used(m.study) >= req.trials for m in methods.values()):
                 break
             continue
+        log(f"running {len(asked)} trial(s) on {req.executor}: "
+            + ", ".join(f"{m.name} #{t.number}" for m, t, _ in asked))
         _run_batch(req, plan, asked, store, log)
         write_outputs(folder, req, plan, methods, budget)
