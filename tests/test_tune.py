@@ -332,3 +332,42 @@ def test_a_killed_tune_resumes_without_repeating_a_finished_trial(toy_preset, tm
                                                           ("3", "complete")]
     assert rows[3]["params"] == rows[2]["params"] and rows[3]["run_dir"] == rows[2]["run_dir"]
     assert len({r["run_dir"] for r in rows}) == 3
+
+
+def test_outcomes_are_told_and_counted_against_the_budget(tmp_path):
+    from mrseg_bench.run.spec import Outcome, Status
+    from mrseg_bench.tune import study as studies
+    from mrseg_bench.tune.driver import _Method, _tell
+
+    s = optuna.create_study(storage=studies.open_storage(tmp_path / "journal.log"), study_name="m", direction="minimize")
+    m = _Method("m", None, {}, Objective("ged", "minimize", "s2"), s)
+    dist = {"lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)}
+    run = tmp_path / "run"
+    _write_run(run, [{"stage": "s2", "epoch": 0, "val_ged": 0.4}], None, 0.0)
+    states = []
+    for status, note, folder in ((Status.DONE, None, run), (Status.SKIPPED, "done", run),
+                                 (Status.SKIPPED, "pruned", run), (Status.FAILED, None, run),
+                                 (Status.SKIPPED, "claimed by another worker", run),
+                                 (Status.DONE, None, tmp_path / "empty"), (Status.CANCELLED, None, None)):
+        t = s.ask(dist)
+        states.append(_tell(m, t, Outcome(None, status, error="boom" if status is Status.FAILED else None,
+                                          run_dir=folder, note=note), print))
+    assert states == ["complete", "complete", "pruned", "fail", "fail", "fail", "cancelled"]
+    trials = s.get_trials()
+    assert [t.value for t in trials[:2]] == [0.4, 0.4]  # the validation value, not the test one (0.0)
+    assert trials[3].user_attrs["error"] == "boom" and "no validation ged" in trials[5].user_attrs["error"]
+    assert trials[6].user_attrs[studies.ORPHANED] and studies.used(s) == 6  # a cancelled trial does not count
+    again = s.ask(dist)  # and is asked again with its values
+    assert again.params == trials[6].params and again.user_attrs["resumes"] == 6
+
+
+def test_orphans_are_failed_and_asked_again(tmp_path):
+    from mrseg_bench.tune import study as studies
+
+    s = optuna.create_study(storage=studies.open_storage(tmp_path / "journal.log"), study_name="m")
+    dist = {"lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)}
+    done, left = s.ask(dist), s.ask(dist)
+    s.tell(done, 1.0)
+    assert studies.recover_orphans(s) == [left.number]
+    assert studies.used(s) == 1 and s.get_trials()[left.number].state.name == "FAIL"
+    assert s.ask(dist).params == left.params
