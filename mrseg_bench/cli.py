@@ -261,6 +261,87 @@ def _run_on_executor(executor, plan, out, store_path, opts, reuse_results, quiet
         raise typer.Exit(130) from None
 
 
+@app.command()
+def tune(
+    methods: str = _OPT_METHODS,
+    preset: str = _OPT_PRESET,
+    trials: int = typer.Option(..., "--trials", "-n", help="Trials per method (the same for every method: the budget)."),
+    dataset: str = typer.Option("synthetic", "--dataset", "-d", help="The one dataset the tune searches on."),
+    data_root: Path | None = _OPT_DATA_ROOT,
+    seed: int = typer.Option(0, "--seed", help="Seed of the TPE sampler and of every trial's run."),
+    set_: list[str] = _OPT_SET,
+    device: str | None = _OPT_DEVICE,
+    precision: str | None = _OPT_PRECISION,
+    out: Path = _OPT_OUT,
+    store: Path | None = typer.Option(None, "--store", help="Results store for the trial runs (default <out>/results.sqlite)."),
+    experiment: str | None = typer.Option(None, "--experiment", "-e", help="Label of the trial runs; the tune lives in <out>/<experiment>/tune/ (default: tune-<preset>)."),
+    batch: int = typer.Option(0, "--batch", help="Trials asked per method at a time, run as one grid (default: --jobs)."),
+    pruner: str = typer.Option("median", "--pruner", help="median (MedianPruner on the per-epoch validation objective) | none."),
+    prune_startup: int = typer.Option(2, "--prune-startup", help="Trials per method that finish before any is pruned."),
+    prune_warmup: int = typer.Option(1, "--prune-warmup", help="Epochs of the last stage before a trial can be pruned."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
+    executor: str = typer.Option("local", "--executor", help="local | ray | slurm, as for run; with ray/slurm, --out must be on storage every worker shares."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Local executor: trials at a time, each in its own worker process; 1: in this process."),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster to join: auto | HOST:PORT (default: start a local one)."),
+    ray_num_cpus: float = typer.Option(1.0, "--ray-num-cpus", help="CPUs each Ray task asks for."),
+    ray_num_gpus: float | None = typer.Option(None, "--ray-num-gpus", help="GPUs each Ray task asks for."),
+    slurm_partition: str | None = typer.Option(None, "--slurm-partition", help="Slurm partition of the job array."),
+    slurm_gpus_per_task: int = typer.Option(1, "--slurm-gpus-per-task", help="GPUs per array task (one trial)."),
+    slurm_cpus_per_task: int = typer.Option(4, "--slurm-cpus-per-task", help="CPUs per array task."),
+    slurm_time: str = typer.Option("4:00:00", "--slurm-time", help="Time limit per task (MINUTES, HH:MM:SS or D-HH:MM:SS)."),
+    slurm_array_parallelism: int = typer.Option(16, "--slurm-array-parallelism", help="Array tasks running at once."),
+    slurm_cluster: str = typer.Option("slurm", "--slurm-cluster", hidden=True, help="'local': submitit's LocalExecutor (tests)."),
+) -> None:
+    """Tune each method's search space on the validation split, every method on the same budget
+    (docs/tuning.md); writes <out>/<experiment>/tune/{best.toml,trials.csv,objective.png,summary.md}.
+    A killed tune resumes where it stopped when run again."""
+    from .executors import EXECUTORS
+    from .interrupts import RunInterrupted
+    from .run.overrides import UsageError
+    from .tune.driver import TuneRequest, run_tune
+
+    if executor not in EXECUTORS:
+        raise _usage(f"--executor {executor!r}: choose one of {', '.join(EXECUTORS.names())}")
+    if jobs < 1:
+        raise _usage(f"--jobs {jobs}: must be at least 1")
+    if jobs > 1 and executor != "local":
+        raise _usage("--jobs works with --executor local (Ray and Slurm place the runs themselves)")
+    if batch < 0:
+        raise _usage(f"--batch {batch}: must be at least 1 (0: --jobs)")
+    opts = _executor_options(executor, jobs, ray_address, ray_num_cpus, ray_num_gpus, slurm_partition,
+                             slurm_gpus_per_task, slurm_cpus_per_task, slurm_time, slurm_array_parallelism,
+                             slurm_cluster, False)
+    _check_out_dir(out, "--out")
+    log = (lambda s: None) if quiet else (lambda s: err_console.print(s, markup=False, highlight=False, soft_wrap=True))
+    req = TuneRequest(methods, preset, trials, dataset, seed, list(set_), data_root, device, precision, out,
+                      experiment, store, executor, opts, batch or jobs, pruner, prune_startup, prune_warmup)
+    try:
+        result = run_tune(req, log)
+    except UsageError as exc:
+        raise _usage(str(exc)) from None
+    except RunInterrupted as exc:
+        raise _interrupted(exc, "the same tune command (it resumes)") from None
+    except ValueError as exc:  # an executor not installed, a preset that does not load
+        raise _usage(str(exc)) from None
+    if not quiet:
+        from .tune.outputs import budget_line
+
+        table = Table(title=f"tune {result.experiment}: budget " + budget_line(result.budget))
+        for col in ("method", "objective (validation)", "complete / pruned / failed", "best", "best values"):
+            table.add_column(col)
+        for s in result.summaries:
+            c = s.counts
+            table.add_row(s.method, f"{s.metric} ({'min' if s.direction == 'minimize' else 'max'})",
+                          f"{c.get('complete', 0)} / {c.get('pruned', 0)} / {c.get('fail', 0)}",
+                          DASH if s.best_value is None else f"{s.best_value:.4f}",
+                          ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in s.best_params.items()))
+        console.print(table)
+        console.print(f"preset {result.preset_path}; trials {result.folder / 'trials.csv'}; figure "
+                      f"{result.folder / 'objective.png'}", markup=False, soft_wrap=True)
+    if any(s.best_value is None for s in result.summaries):
+        raise typer.Exit(1)
+
+
 @app.command("plan")
 def plan_cmd(
     methods: str = _OPT_METHODS,

@@ -83,3 +83,26 @@ def test_engine_flags_are_validated_before_anything_runs(tmp_path):
         res = _cli("run", *GRID, "--out", str(out), *args)
         assert res.returncode == 2 and msg in res.stderr, res.stderr
     assert not out.exists()
+
+
+def test_tune_on_a_local_ray_cluster(tmp_path):
+    pytest.importorskip("ray", reason='needs the ray extra: pip install "mrseg-bench[ray]"')
+    optuna = pytest.importorskip("optuna")
+    import csv
+
+    from mrseg_bench.presets import load_preset
+    from mrseg_bench.tune.study import open_storage
+
+    out = tmp_path / "ray"
+    res = _cli("tune", "--methods", "unet", "--preset", "smoke", "--trials", "2", "--batch", "2", "--out", str(out),
+               "--executor", "ray", "--ray-num-cpus", "1")
+    assert res.returncode == 0, res.stdout + res.stderr
+    folder = out / "tune-smoke" / "tune"
+    rows = list(csv.DictReader((folder / "trials.csv").open()))
+    assert [(r["method"], r["state"]) for r in rows] == [("unet", "complete")] * 2
+    assert all((Path(r["run_dir"]) / "result.json").exists() for r in rows)
+    # each Ray task reported its run's per-epoch validation value to the shared journal
+    study = optuna.load_study(study_name="unet", storage=open_storage(folder / "journal.log"))
+    assert [sorted(t.intermediate_values) for t in study.trials] == [[0], [0]]
+    assert load_preset(str(folder / "best.toml")).method["unet"]["lr"] in {t.params["lr"] for t in study.trials}
+    assert (folder / "objective.png").stat().st_size > 0

@@ -21,8 +21,9 @@ from mrseg_bench.engine.select import (
     resolve_selection,
 )
 from mrseg_bench.engine.train import checkpoint_path, train
+from mrseg_bench.executors.grid import run_grid
 from mrseg_bench.method import Method, MethodConfig, MethodInfo, create_method
-from mrseg_bench.runner import UsageError, plan_grid, run_grid
+from mrseg_bench.run import UsageError, plan_grid
 from mrseg_bench.types import Capability, DatasetInfo, Prediction
 
 CPU = torch.device("cpu")

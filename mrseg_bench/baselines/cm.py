@@ -42,7 +42,7 @@ raters). The default, two classes with trace minimisation, is the paper's model.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +50,7 @@ from torch import nn
 
 from ..method import Method, MethodConfig, MethodInfo, Stage
 from ..registry import register_method
+from ..tune.space import Range, log_uniform
 from ..types import Capability, DatasetInfo, MultiRaterBatch, Prediction
 from .common import check_io, per_rater_generalised_dice_loss, remember_io, select_raters
 from .unet import DEFAULT_DECODER_CHANNELS, HeadlessUnet, build_unet
@@ -61,6 +62,12 @@ DEGENERATE_NOTE = "classes=1: the D-Persona code's degenerate 1x1 form (identity
 @dataclass
 class CMConfig(MethodConfig):
     """See the module docstring. ``epochs`` counts the trace-minimisation stage."""
+
+    SEARCH_SPACE: ClassVar[dict[str, Range]] = {  # mrseg_bench.tune.space; docs/tuning.md
+        "lr": log_uniform(1e-5, 1e-3, "reference: D-Persona's comparison trains the baselines with Adam 1e-4 (docs/more-baselines.md); a decade either side (our reasoning)"),
+        "cm_lr": log_uniform(1e-5, 1e-3, "reference code: the CM heads at lr 1e-4 after the switch (docs/more-baselines.md); a decade either side (our reasoning)"),
+        "trace_weight": log_uniform(0.01, 1.0, "paper: alpha = 1 (docs/more-baselines.md); down to 0.01 because the trace term can dominate the reconstruction (our reasoning)"),
+    }
 
     decoder_channels: tuple[int, ...] = DEFAULT_DECODER_CHANNELS
     classes: int = 2

@@ -10,13 +10,14 @@ DIVERSE + CONSENSUS.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
 
 from ..method import Method, MethodConfig, MethodInfo, Stage
 from ..registry import register_method
+from ..tune.space import Range, log_uniform
 from ..types import Capability, DatasetInfo, MultiRaterBatch, Prediction
 from .common import check_io, draw_valid_rater, recon_loss, remember_io
 from .unet import DEFAULT_DECODER_CHANNELS, build_unet
@@ -25,6 +26,10 @@ from .unet import DEFAULT_DECODER_CHANNELS, build_unet
 @dataclass
 class UNetConfig(MethodConfig):
     """``loss``: "gdl" (``losses.generalised_dice_loss``) or "bce" (mean BCE)."""
+
+    SEARCH_SPACE: ClassVar[dict[str, Range]] = {  # mrseg_bench.tune.space; docs/tuning.md
+        "lr": log_uniform(1e-5, 1e-3, "reference: D-Persona's comparison trains the baselines with Adam 1e-4 (docs/methods.md); a decade either side (our reasoning)"),
+    }
 
     decoder_channels: tuple[int, ...] = DEFAULT_DECODER_CHANNELS
     loss: Literal["gdl", "bce"] = "gdl"

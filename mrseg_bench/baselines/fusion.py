@@ -26,12 +26,14 @@ import dataclasses
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from ..method import MethodInfo
 from ..registry import register_method
+from ..tune.space import Range, log_uniform
 from ..types import Capability, MultiRaterBatch
 from .common import check_batch, valid_rater_mean
 from .deterministic import SingleOutputUNet, UNetConfig
@@ -43,6 +45,10 @@ TIE_TOLERANCE = 1e-6
 class FusionConfig(UNetConfig):
     """``as_sample``: also output the consensus as one DIVERSE sample (flagged in capabilities).
     ``staple_threshold``: STAPLE probability >= threshold -> foreground (fusion.staple only)."""
+
+    SEARCH_SPACE: ClassVar[dict[str, Range]] = {  # mrseg_bench.tune.space; docs/tuning.md
+        "lr": log_uniform(1e-5, 1e-3, "reference: D-Persona's comparison trains the baselines with Adam 1e-4 (docs/methods.md); a decade either side (our reasoning)"),
+    }
 
     as_sample: bool = False
     staple_threshold: float = 0.5

@@ -41,12 +41,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from ..method import Method, MethodInfo, Stage
 from ..registry import register_method
+from ..tune.space import Range, integer, log_uniform
 from ..types import Capability, DatasetInfo, MultiRaterBatch, Prediction
 from .blocks import check_divisible, conv_stack, upsample_to
 from .common import check_batch, check_io, remember_io
@@ -152,6 +154,12 @@ def sample_weights(pi: torch.Tensor, n_samples: int) -> tuple[torch.Tensor, torc
 class MoSEConfig(ScheduledConfig):
     """``filters`` of the BN U-Net (image side divisible by 2**(len(filters)-1)); K experts with
     ``latent_dim`` codes; S = ``samples_per_expert`` in training; Sinkhorn ``ot_eps``, ``ot_iters``."""
+
+    SEARCH_SPACE: ClassVar[dict[str, Range]] = {  # mrseg_bench.tune.space; docs/tuning.md
+        "lr": log_uniform(1e-4, 1e-2, "paper: Adam 1e-3 (docs/more_methods.md); a decade either side (our reasoning)"),
+        "num_experts": integer(2, 8, "paper: K = 4 experts (docs/more_methods.md); 2 to 8 around it (our reasoning)"),
+        "ot_eps": log_uniform(0.01, 0.2, "our reasoning: around our Sinkhorn default 0.05; smaller is closer to exact OT, larger is smoother"),
+    }
 
     lr: float = 1e-3
     weight_decay: float = 1e-5

@@ -18,6 +18,7 @@ tensor as ``personalized``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,7 @@ from torch import nn
 
 from ..method import Method, MethodInfo, Stage
 from ..registry import register_method
+from ..tune.space import Range, log_uniform
 from ..types import Capability, DatasetInfo, MultiRaterBatch, Prediction
 from .common import check_batch, check_io, per_rater_generalised_dice_loss, remember_io
 from .deterministic import UNetConfig
@@ -34,6 +36,10 @@ from .unet import build_unet
 @dataclass
 class PerRaterConfig(UNetConfig):
     """Same fields as ``UNetConfig`` (decoder_channels, loss)."""
+
+    SEARCH_SPACE: ClassVar[dict[str, Range]] = {  # mrseg_bench.tune.space; docs/tuning.md
+        "lr": log_uniform(1e-5, 1e-3, "reference: D-Persona's comparison trains the baselines with Adam 1e-4 (docs/methods.md); a decade either side (our reasoning)"),
+    }
 
 
 class SeparateUNets(nn.Module):

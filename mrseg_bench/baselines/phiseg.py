@@ -47,6 +47,7 @@ Deviation: the published posterior sees the mask one-hot (2 channels); here one 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +56,7 @@ from torch import nn
 from ..latent import sigma_from
 from ..method import Method, MethodInfo, Stage
 from ..registry import register_method
+from ..tune.space import Range, log_uniform
 from ..types import Capability, DatasetInfo, MultiRaterBatch, Prediction
 from .blocks import check_divisible, conv_bn_relu, conv_stack, upsample_to
 from .common import check_batch, check_io, draw_valid_rater, remember_io
@@ -245,6 +247,11 @@ def gaussian_kl(q_mu: torch.Tensor, q_sigma: torch.Tensor, p_mu: torch.Tensor, p
 class PHiSegConfig(ScheduledConfig):
     """``levels`` resolution levels (image side divisible by 2**(levels-1)), ``latent_levels``
     latent levels on the coarsest of them; KL weight of latent level l: kl_weight * kl_base**l."""
+
+    SEARCH_SPACE: ClassVar[dict[str, Range]] = {  # mrseg_bench.tune.space; docs/tuning.md
+        "lr": log_uniform(1e-4, 1e-2, "paper: Adam 1e-3 (docs/more_methods.md); a decade either side (our reasoning)"),
+        "kl_weight": log_uniform(0.1, 10.0, "paper: KL weight 1 per level times 4**l (docs/more_methods.md); a decade either side (our reasoning)"),
+    }
 
     lr: float = 1e-3
     n0: int = 32

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,7 @@ from torch import nn
 
 from ..method import Method, MethodConfig, MethodInfo, Stage
 from ..registry import register_method
+from ..tune.space import Range, log_uniform
 from ..types import Capability, DatasetInfo, MultiRaterBatch, Prediction
 from .common import check_io, per_rater_generalised_dice_loss, remember_io, select_raters
 from .unet import DEFAULT_DECODER_CHANNELS, build_unet
@@ -45,6 +46,12 @@ from .unet import DEFAULT_DECODER_CHANNELS, build_unet
 
 @dataclass
 class PiononoConfig(MethodConfig):
+    SEARCH_SPACE: ClassVar[dict[str, Range]] = {  # mrseg_bench.tune.space; docs/tuning.md
+        "lr": log_uniform(1e-5, 1e-3, "reference: D-Persona's comparison trains the baselines with Adam 1e-4 (docs/more-baselines.md); a decade either side (our reasoning)"),
+        "latent_lr": log_uniform(2e-3, 0.2, "reference code: latent lr 0.02 (docs/more-baselines.md); a decade either side (our reasoning)"),
+        "kl_weight": log_uniform(5e-5, 5e-3, "reference code: KL weight 5e-4 (docs/more-baselines.md); a decade either side (our reasoning)"),
+    }
+
     decoder_channels: tuple[int, ...] = DEFAULT_DECODER_CHANNELS
     latent_dim: int = 8
     head_width: int = 16

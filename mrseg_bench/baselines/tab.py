@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +45,7 @@ from torch import nn
 
 from ..method import Method, MethodInfo, Stage
 from ..registry import register_method
+from ..tune.space import Range, log_uniform
 from ..types import Capability, DatasetInfo, MultiRaterBatch, Prediction
 from .common import check_batch, check_io, remember_io
 from .scheduled import ScheduledConfig, check_schedule, scheduled_stage
@@ -138,6 +139,11 @@ class TABModel(nn.Module):
 @dataclass
 class TABConfig(ScheduledConfig):
     """``lam`` weighs the per-rater queries' loss; ``train_samples`` draws per query in training."""
+
+    SEARCH_SPACE: ClassVar[dict[str, Range]] = {  # mrseg_bench.tune.space; docs/tuning.md
+        "lr": log_uniform(5e-6, 5e-4, "paper: Adam 5e-5 (docs/more_methods.md); a decade either side (our reasoning)"),
+        "lam": log_uniform(0.25, 4.0, "paper: lambda = 1 (docs/more_methods.md); x/4 either side (our reasoning)"),
+    }
 
     lr: float = 5e-5
     schedule: Literal["cosine", "poly", "plateau", "constant"] = "poly"

@@ -47,7 +47,7 @@ class RunConfig:
     grad_clip: float = 0.0  # 0: off; else max global grad norm
     warmup_steps: int = 0  # linear lr warm-up over the first N optimiser steps of each stage (0: off)
     select: str = "auto"  # what picks each stage's best epoch on validation (engine.select)
-    tensorboard: bool = False  # write TensorBoard event files to <run dir>/tensorboard/
+    tensorboard: bool = field(default=False, metadata=NOT_HASHED)  # write TensorBoard event files to <run dir>/tensorboard/
     val_every: int = 1
     checkpoint_every: int = field(default=0, metadata=NOT_HASHED)  # also write `last` every N epochs (0: only by time, at stage end, on a signal)
     checkpoint_interval_s: float = field(default=600.0, metadata=NOT_HASHED)  # seconds between resumable `last` checkpoints (0: every epoch)

@@ -222,14 +222,16 @@ def train(method: Method, model: nn.Module, dataset, split, cfg: RunConfig, run_
           quiet: bool = True, suite_factory: Callable | None = None,
           on_step: Callable[[str, int, int], None] | None = None,
           stop: Callable[[], str | None] | None = None,
-          step_stats: Callable[[str, int, dict[str, float]], None] | None = None) -> TrainResult:
+          step_stats: Callable[[str, int, dict[str, float]], None] | None = None,
+          on_epoch: Callable[[str, int, dict[str, Any]], bool] | None = None) -> TrainResult:
     """Train ``model`` (already on ``device``) through every stage, resuming where checkpoints
     say; leave it holding the last stage's best weights. ``on_step(stage, epoch, step)`` is a
     test hook called after each optimiser step; ``step_stats(stage, step, {"loss", "grad_norm",
     "lr"})`` too, with the step's global gradient norm before clipping and the lr it used.
     ``stop()`` is polled after each step and epoch;
     a reason ("interrupt" writes ``last`` first, "claim lost" writes nothing) raises
-    ``TrainingStopped``."""
+    ``TrainingStopped``. ``on_epoch(stage, epoch, record)`` sees each epoch's log record; True
+    stops the run with reason "pruned"."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     name = method_name or method.info.name
@@ -388,6 +390,8 @@ def train(method: Method, model: nn.Module, dataset, split, cfg: RunConfig, run_
                     board.epoch(record)
                 final = epoch + 1 == stage.epochs
                 reason = stop() if stop is not None else None
+                if not reason and on_epoch is not None and on_epoch(stage.name, epoch, record):
+                    reason = "pruned"  # a tune's pruner stopped this trial (mrseg_bench.tune.hook)
                 saved = None
                 if ck.due(epoch) or reason == "interrupt":
                     saved = ck.save(_last_state(stage, epoch + 1, model, None if final else opt, sched, best,

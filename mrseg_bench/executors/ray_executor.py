@@ -11,6 +11,8 @@ resumes it from its ``last`` checkpoint. Ctrl-C cancels the tasks still pending 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from .base import TaskOutcome, call_worker, failed, outcome_from, register_executor
@@ -32,8 +34,9 @@ def task_resources(ray, options) -> dict[str, float]:
     return {"num_cpus": float(options.ray.num_cpus), "num_gpus": float(gpus)}
 
 
-@register_executor("ray")
-def run_ray(specs: list[dict[str, Any]], out: str, options, progress) -> list[TaskOutcome]:
+def connect(options) -> bool:
+    """Join or start the cluster of ``options.ray`` unless this process is connected already;
+    True when this call connected (the caller then shuts it down)."""
     ray = _import_ray()
     started_here = not ray.is_initialized()
     if started_here and options.ray.address is None:
@@ -46,6 +49,24 @@ def run_ray(specs: list[dict[str, Any]], out: str, options, progress) -> list[Ta
         if options.ray.address is None and options.ray.local_num_cpus is not None:
             init["num_cpus"] = int(options.ray.local_num_cpus)
         ray.init(**init)
+    return started_here
+
+
+@contextmanager
+def session(options) -> Iterator[None]:
+    """One connection for several grids (``tune``'s batches): grids inside reuse it."""
+    started_here = connect(options)
+    try:
+        yield
+    finally:
+        if started_here:
+            _import_ray().shutdown()
+
+
+@register_executor("ray")
+def run_ray(specs: list[dict[str, Any]], out: str, options, progress) -> list[TaskOutcome]:
+    ray = _import_ray()
+    started_here = connect(options)
     try:
         remote = ray.remote(max_retries=0, **task_resources(ray, options))(call_worker)
         refs = [remote.remote(options.worker, spec, out, options.force) for spec in specs]

@@ -1,10 +1,11 @@
 """Presets: TOML data files shipped in the package (``smoke``, ``default``, ``paper``).
 
 A preset has ``description``, a ``[run]`` section (``RunConfig`` fields), ``[dataset.<name>]``
-option sections, and ``[method.<pattern>]`` config overrides. A method section's name may be an
-fnmatch pattern (``"fusion.*"``, ``"*"``): a pattern section applies each key only to methods whose
-config has that field; an exact-name section is strict (unknown keys are errors). Sections are
-applied from the least to the most specific (patterns in file order, then the exact name), and
+option sections, ``[method.<pattern>]`` config overrides, and ``[tune.<method>]`` search-space
+overrides for ``mrseg-bench tune`` (``mrseg_bench.tune.space``; ignored by ``run``). A method
+section's name may be an fnmatch pattern (``"fusion.*"``, ``"*"``): a pattern section applies
+each key only to methods whose config has that field; an exact-name section is strict (unknown
+keys are errors). Sections are applied from the least to the most specific (patterns in file order, then the exact name), and
 ``--set`` overrides all of them.
 
 A built-in preset is named by its name (``smoke``); a user's file by its path as given, normalised
@@ -23,7 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-_SECTIONS = {"description", "run", "dataset", "method"}
+_SECTIONS = {"description", "run", "dataset", "method", "tune"}
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class Preset:
     run: dict[str, Any] = field(default_factory=dict)
     dataset: dict[str, dict[str, Any]] = field(default_factory=dict)
     method: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tune: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> search-space override
 
     def dataset_options(self, dataset: str) -> dict[str, Any]:
         """Options of ``[dataset.<dataset>]`` (empty if the preset has none)."""
@@ -74,13 +76,14 @@ def load_preset(name: str) -> Preset:
     unknown = sorted(set(data) - _SECTIONS)
     if unknown:
         raise ValueError(f"preset {name!r}: unknown section(s) {', '.join(unknown)}; valid: {', '.join(sorted(_SECTIONS))}")
-    for sec in ("dataset", "method"):
+    for sec in ("dataset", "method", "tune"):
         for key, val in data.get(sec, {}).items():
             if not isinstance(val, dict):
                 raise ValueError(f"preset {name!r}: [{sec}.{key}] must be a table, got {type(val).__name__}")
     preset = Preset(pname, str(data.get("description", "")), dict(data.get("run", {})),
                     {k: dict(v) for k, v in data.get("dataset", {}).items()},
-                    {k: dict(v) for k, v in data.get("method", {}).items()})
+                    {k: dict(v) for k, v in data.get("method", {}).items()},
+                    {k: dict(v) for k, v in data.get("tune", {}).items()})
     check_preset(preset, name)
     return preset
 
@@ -107,6 +110,12 @@ def check_preset(preset: Preset, source: str) -> None:
             check_dataset_options(ds, opts)
         except ValueError as exc:
             raise fail(f"dataset.{ds}", str(exc).split(": ", 1)[1]) from None
+    for method, section in preset.tune.items():
+        if method not in METHODS:
+            raise fail(f"tune.{method}", f"unknown method {method!r} (exact names only); known: {', '.join(METHODS.names())}")
+        from ..tune.space import parse_override
+
+        parse_override(section, METHODS.get(method).config_cls, f"preset {source!r}: [tune.{method}]", preset.name)
     for pattern, values in preset.method.items():
         section = f'method."{pattern}"' if any(c in pattern for c in "*?[") else f"method.{pattern}"
         hits = METHODS.names(pattern)

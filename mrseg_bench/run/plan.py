@@ -23,6 +23,7 @@ from ..datasets.splits import PROTOCOLS, make_split
 from ..engine.device import resolve_device, resolve_precision
 from ..engine.evaluate import metric_suite
 from ..engine.run_config import RunConfig
+from ..engine.select import check_selection
 from ..paths import check_name
 from ..presets import Preset, load_preset, preset_names
 from ..registry import DATASETS, METHODS, RegistryError
@@ -140,7 +141,9 @@ def plan_grid(methods: str, datasets: str = "synthetic", seeds: Sequence[int] = 
             preset_over = preset_obj.method_overrides(m, defaults[m])
             preset_cfg = apply_overrides(defaults[m], preset_over, where=f"method {m!r}")
             cfgs[m] = apply_overrides(defaults[m], {**preset_over, **meth_o[m]}, where=f"method {m!r}")
-            METHODS.get(m)(cfgs[m]).validate(built[dataset_names[0]].info if dataset_names else None)
+            method_obj = METHODS.get(m)(cfgs[m])
+            method_obj.validate(built[dataset_names[0]].info if dataset_names else None)
+            check_selection(run_cfg.select, m, method_obj)  # run.select names metrics the method gives
             overrides[m] = {**differences(dataclasses.asdict(cfgs[m]), dataclasses.asdict(preset_cfg)), **run_diff}
     except UsageError:
         raise

@@ -9,7 +9,7 @@ that know the format) are the whole contract between the planner, ``mrseg-bench 
      "method_config": {...}, "dataset_options": {...}, "data_root": str | null,
      "run_config": {every RunConfig field}, "device": "cpu" | "cuda" | ..., "precision": str,
      "experiment": str, "overrides": {...}, "data_fingerprint": str, "code": {...},
-     "reuse_hash": str,
+     "reuse_hash": str, "trial": {a tune trial: storage, study, number, ...} | null,
      "run_dir": "<dataset>/<method>/<experiment>_seed<k>_<hash8>"  (relative to --out)}
 
 ``config`` and ``config_hash`` are the run's identity (``identity.config_hash``), carried
@@ -76,6 +76,7 @@ class RunSpec:
     code: dict[str, Any] = field(default_factory=dict)  # identity.code_identity()
     reuse_hash: str = ""  # identity.reuse_hash(config): the config hash without the code identity
     data_root: str | None = None
+    trial: dict[str, Any] | None = None  # a tune trial (mrseg_bench.tune.hook); not in the identity
 
     def run_dir(self, out: str | Path) -> Path:
         name = experiment_slug(self.experiment or self.preset)
@@ -167,6 +168,13 @@ def spec_from_json(data: Any) -> RunSpec:
         check_seeds([data["seed"]])
     except ValueError as exc:
         raise UsageError(f"spec: {exc}") from None
+    if data.get("trial") is not None:
+        from ..tune.hook import check_trial
+
+        try:
+            check_trial(data["trial"])
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     for key in ("method", "dataset"):  # they become folder names (the experiment is slugged)
         try:
             check_name(data[key], key)
@@ -204,7 +212,7 @@ def spec_from_json(data: Any) -> RunSpec:
                    overrides=dict(data.get("overrides") or {}),
                    data_fingerprint=str(config.get("data_fingerprint") or ""),
                    code=dict(data.get("code") or config.get("code") or {}),
-                   reuse_hash=str(data.get("reuse_hash") or ""))
+                   reuse_hash=str(data.get("reuse_hash") or ""), trial=data.get("trial"))
     spec.__dict__["run_cfg"] = run_cfg
     _check_hashed_run(config, run_cfg, device, precision, data["preset"])
     if "run_dir" in data and data["run_dir"] != spec.run_dir(Path()).as_posix():

@@ -14,7 +14,9 @@ is its JSON entry point, for ``executors``, Ray tasks, Slurm jobs and ``mrseg-be
    escapes; the error handler itself survives ``OSError``; ``last`` checkpoints are deleted
    after success unless ``run.keep_last``, ``best`` ones (the trained weights)
    when ``run.keep_best=false``;
-5. a signal writes ``last`` and raises ``RunInterrupted``; the claim is released.
+5. a signal writes ``last`` and raises ``RunInterrupted``; the claim is released;
+6. a tune trial (``spec.trial``) reports each epoch to its study (``tune.hook``); when the
+   pruner stops it, the run ends ``skipped`` with note "pruned" and no ``result.json``.
 
 The worker never writes the results store: the submitting process indexes the result.
 """
@@ -177,8 +179,9 @@ def _last_checkpoint(spec: RunSpec, run_dir: Path) -> Path | None:
 
 
 def _train_evaluate_profile(spec: RunSpec, dataset, work_dir: Path, quiet: bool,
-                            stop: Callable[[], str | None]) -> tuple[list[dict], list[dict]]:
-    """The run's work proper; returns (metric rows, profile rows). Checkpoints and files go to ``work_dir``."""
+                            stop: Callable[[], str | None]) -> tuple[list[dict], list[dict], dict]:
+    """The run's work proper; returns (metric rows, profile rows, selection per stage).
+    Checkpoints and files go to ``work_dir``."""
     cfg, dev = spec.run_cfg, spec.torch_device
     split = make_run_split(dataset, cfg)
     atomic_write_text(work_dir / "split.json", json.dumps(json.loads(split_to_json(split, dataset)), indent=1))
@@ -194,8 +197,14 @@ def _train_evaluate_profile(spec: RunSpec, dataset, work_dir: Path, quiet: bool,
     def suite_factory(ns=None):
         return metric_suite(ns or names, cfg.convention, cfg.threshold, cfg.ged_estimator, cfg.ncc_maps)
 
+    on_epoch = None
+    if spec.trial:  # a tune trial reports each epoch's validation value to its study
+        from ..tune.hook import epoch_hook
+
+        on_epoch = epoch_hook(spec.trial)
     result = train(spec.method_obj, model, dataset, split, cfg, work_dir, spec.seed, dev, spec.precision,
-                   method_name=spec.method, quiet=quiet, suite_factory=suite_factory, stop=stop)
+                   method_name=spec.method, quiet=quiet, suite_factory=suite_factory, stop=stop,
+                   on_epoch=on_epoch)
     _poll(stop)
     t_eval = time.perf_counter()
     # the compiled model is the one evaluated and profiled (profile_method compiles its own copy)
@@ -225,7 +234,9 @@ def _train_evaluate_profile(spec: RunSpec, dataset, work_dir: Path, quiet: bool,
         prof.append({"name": "train_images_per_s_run", "value": result.train_images / result.train_seconds,
                      "unit": "img/s"})
     prof.append({"name": "eval_wall_s", "value": eval_wall, "unit": "s"})
-    return rows, prof
+    selection = {stage: {"metric": b["metric"], "mode": b["mode"], "value": b["score"], "epoch": b["epoch"]}
+                 for stage, b in result.best.items()}
+    return rows, prof, selection
 
 
 def _poll(stop: Callable[[], str | None]) -> None:
@@ -273,10 +284,10 @@ def _attempt(spec: RunSpec, dataset, work_dir: Path, run_dir: Path, quiet: bool,
         (work_dir / "error.txt").unlink(missing_ok=True)
         atomic_write_text(work_dir / "config.json", json.dumps(
             {**spec.config, "config_hash": spec.config_hash}, indent=2, sort_keys=True))
-        rows, prof = _train_evaluate_profile(spec, dataset, work_dir, quiet, stop)
+        rows, prof, selection = _train_evaluate_profile(spec, dataset, work_dir, quiet, stop)
         row.update(status=Status.DONE.value, finished_at=_now(), wall_s=time.perf_counter() - t_start,
                    env_json={**row["env_json"], **run_facts(dataset)})
-        result = write_result(work_dir, row, rows, prof)
+        result = write_result(work_dir, row, rows, prof, selection)
     except TrainingStopped:
         raise
     except Exception as exc:  # noqa: BLE001 - one failing run must not stop the grid
@@ -329,6 +340,9 @@ def _run_claimed(spec: RunSpec, dataset, run_dir: Path, claim: Claim, holder, fo
     try:
         outcome = _attempt(spec, dataset, work_dir, run_dir, quiet, stop, log)
     except TrainingStopped as exc:
+        if exc.reason == "pruned":
+            log(f"pruned {spec.label}: its tune trial was stopped by the pruner")
+            return Outcome(spec, Status.SKIPPED, None, run_dir=run_dir, note="pruned")
         if exc.reason == "claim lost":
             log(f"stopped {spec.label}: its claim was taken over by another worker")
             return Outcome(spec, Status.SKIPPED, None, run_dir=run_dir, note="claim lost")

@@ -26,7 +26,7 @@ would give); it measures how much the metrics of samples owe to the latent.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
@@ -35,6 +35,7 @@ from ...latent import check_latent_options, kl_loss, kl_warmup_weight
 from ...losses import bce_loss, generalised_dice_loss
 from ...method import Method, MethodConfig, MethodInfo, Stage
 from ...registry import register_method
+from ...tune.space import Range, log_uniform, uniform
 from ...types import Capability, DatasetInfo, MultiRaterBatch, Prediction
 from ..common import check_io, draw_valid_rater, remember_io
 from ..unet import DEFAULT_DECODER_CHANNELS, build_backbone
@@ -48,6 +49,12 @@ class ProbUNetConfig(MethodConfig):
     """``prior_filters=()`` and ``recon_loss="auto"`` take the preset of ``backbone``
     (smp: (16,32,64,128,256) and gdl; kohl: ``kohl_filters`` and bce). ``prior_filters`` (the
     prior and posterior nets' filters) has D-Persona's field name, so one preset key sizes both."""
+
+    SEARCH_SPACE: ClassVar[dict[str, Range]] = {  # mrseg_bench.tune.space; docs/tuning.md
+        "lr": log_uniform(1e-5, 1e-3, "reference: D-Persona's comparison trains the baselines with Adam 1e-4 (docs/methods.md); a decade either side (our reasoning)"),
+        "beta": log_uniform(0.1, 10.0, "reference: KL weight 1 in D-Persona's comparison, 10 in the PyTorch port (docs/methods.md); down to 0.1 against prior collapse (our reasoning)"),
+        "free_bits": uniform(0.0, 1.0, "our reasoning: 0 (off, as published) to 1 nat per latent dimension, against the prior collapse measured in issue 22"),
+    }
 
     backbone: Literal["smp", "kohl"] = "smp"
     decoder_channels: tuple[int, ...] = DEFAULT_DECODER_CHANNELS

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from ...baselines.unet import DEFAULT_DECODER_CHANNELS
 from ...latent import check_latent_options
 from ...method import MethodConfig
+from ...tune.space import Range, integer, log_uniform, uniform
 
 
 @dataclass
@@ -29,6 +30,14 @@ class DPersonaConfig(MethodConfig):
     - ``l2_weight``: weight of the sum of unsquared L2 norms of every parameter tensor (weights
       and biases) of the prior net, the posterior net and Fcomb's hidden layers.
     """
+
+    SEARCH_SPACE: ClassVar[dict[str, Range]] = {  # mrseg_bench.tune.space; docs/tuning.md
+        "lr": log_uniform(1e-5, 1e-3, "reference code: Adam 1e-4 in both stages (docs/methods.md); a decade either side (our reasoning; 1e-3 spiked stage 1 in issue 22)"),
+        "beta": log_uniform(0.1, 2.0, "reference code: beta = 0.5 on L_bound (docs/methods.md); x/5 below, x4 above (our reasoning)"),
+        "kl_weight": log_uniform(0.1, 10.0, "reference code: KL weight 1 (docs/methods.md); a decade either side (our reasoning)"),
+        "bank_train": integer(25, 200, "reference code: a bank of N = 100 prior samples in training (docs/methods.md); x/4 to x2 (our reasoning: cost grows with N)", log=True),
+        "free_bits": uniform(0.0, 1.0, "our reasoning: 0 (off, as published) to 1 nat per latent dimension, against posterior collapse"),
+    }
 
     stage1_epochs: int | None = None
     stage2_epochs: int | None = None
