@@ -36,6 +36,7 @@ from .engine.data import limit, make_batches, prepare
 from .engine.device import reset_peak_memory, seed_everything
 from .engine.evaluate import evaluate, metric_suite
 from .engine.profile import profile_method
+from .engine.threads import set_run_threads
 from .engine.train import TrainingStopped, checkpoint_path, train
 from .interrupts import RunInterrupted, StopFlag
 from .references import reference_rows
@@ -102,8 +103,7 @@ def _train_evaluate_profile(spec: RunSpec, dataset, work_dir: Path, split, quiet
     cfg, dev = spec.run_cfg, spec.device
     split = split if split is not None else make_run_split(dataset, cfg)
     atomic_write_text(work_dir / "split.json", json.dumps(_split_json(split, dataset), indent=1))
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    set_run_threads(cfg.num_threads)  # 0: the cores split between the runs executing at once
     seed_everything(spec.seed)
     model = spec.method_obj.build(dataset.info).to(dev)
     if cfg.channels_last:

@@ -25,11 +25,25 @@ def _import_ray():
 
 
 def task_resources(ray, options) -> dict[str, float]:
-    """CPUs and GPUs one run asks for (GPUs: 1 when the cluster has any, unless set)."""
+    """CPUs and GPUs one run asks for (GPUs: 1 when the cluster has any, unless set; a fraction
+    packs several runs on one GPU, each in its own worker process)."""
     gpus = options.num_gpus
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    check_gpu_share(gpus)
     return {"num_cpus": float(options.num_cpus), "num_gpus": float(gpus)}
+
+
+def gpu_share_ok(gpus: float) -> bool:
+    """Ray takes a fraction of one GPU (0 <= x <= 1) or a whole number of GPUs."""
+    return gpus >= 0 and (gpus <= 1 or gpus == int(gpus))
+
+
+def check_gpu_share(gpus: float) -> None:
+    """ValueError naming the option unless ``gpu_share_ok(gpus)``."""
+    if not gpu_share_ok(gpus):
+        raise ValueError(f"--gpus-per-run {gpus:g}: give a fraction of one GPU (0 < x < 1, e.g. 0.25 "
+                         "packs four runs per GPU) or a whole number of GPUs")
 
 
 def run_ray(specs: list[dict[str, Any]], out: str, options, progress) -> list[TaskOutcome]:
@@ -44,6 +58,8 @@ def run_ray(specs: list[dict[str, Any]], out: str, options, progress) -> list[Ta
                                 "log_to_driver": False, "configure_logging": False}
         if options.ray_address is None and "local_num_cpus" in options.extra:
             init["num_cpus"] = int(options.extra["local_num_cpus"])
+        if options.ray_address is None and "local_num_gpus" in options.extra:
+            init["num_gpus"] = int(options.extra["local_num_gpus"])  # tests: a fake GPU resource
         ray.init(**init)
     try:
         remote = ray.remote(max_retries=0, **task_resources(ray, options))(call_worker)
