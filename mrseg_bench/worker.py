@@ -33,7 +33,7 @@ import torch
 from . import __version__
 from .claims import Claim, try_claim
 from .engine.data import limit, make_batches, prepare
-from .engine.device import reset_peak_memory, seed_everything
+from .engine.device import reset_peak_memory, seed_everything, to_channels_last
 from .engine.evaluate import evaluate, metric_suite
 from .engine.profile import profile_method
 from .engine.threads import set_run_threads
@@ -107,7 +107,7 @@ def _train_evaluate_profile(spec: RunSpec, dataset, work_dir: Path, split, quiet
     seed_everything(spec.seed)
     model = spec.method_obj.build(dataset.info).to(dev)
     if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = to_channels_last(model)
     reset_peak_memory(dev)
     names = [n for n in cfg.metrics.split(",") if n.strip()] or None
 
