@@ -58,8 +58,6 @@ def run_ray(specs: list[dict[str, Any]], out: str, options, progress) -> list[Ta
                                 "log_to_driver": False, "configure_logging": False}
         if options.ray_address is None and "local_num_cpus" in options.extra:
             init["num_cpus"] = int(options.extra["local_num_cpus"])
-        if options.ray_address is None and "local_num_gpus" in options.extra:
-            init["num_gpus"] = int(options.extra["local_num_gpus"])  # tests: a fake GPU resource
         ray.init(**init)
     try:
         remote = ray.remote(max_retries=0, **task_resources(ray, options))(call_worker)
