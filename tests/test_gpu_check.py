@@ -161,3 +161,13 @@ def test_dry_run_end_to_end(tmp_path):
     assert all(v is not None and v > 0 for v in doc["ratios"]["values"].values())
     assert sorted(p.name for p in out.iterdir()) == [driver.LOG_NAME, driver.JSON_NAME, driver.TEXT_NAME]
     assert proc.stdout.count("GPU check (dry-run): OK") == 1
+
+
+def test_a_larger_budget_scales_the_boxes():
+    base, slow = driver.plan(True), driver.plan(True, budget_s=440)
+    assert base.budget_s == 110 and slow.budget_s == 440
+    assert all(slow.boxes[k] == pytest.approx(4 * v) for k, v in base.boxes.items())
+    assert driver.plan(True, budget_s=50).boxes == base.boxes  # a smaller budget only cuts time left
+    gpu = driver.plan(False)
+    assert (gpu.mode, gpu.device, gpu.profile_preset, gpu.n_samples) == ("cuda", "cuda", "paper", 50)
+    assert gpu.precisions == ("fp32", "bf16") and gpu.compile_methods == "dpersona"

@@ -59,17 +59,27 @@ class Plan:
     boxes: dict[str, float] = field(default_factory=dict)
 
 
+DEFAULT_BUDGET_S = {"dry-run": 110.0, "cuda": 450.0}
+
+
 def plan(dry_run: bool, budget_s: float | None = None) -> Plan:
+    """The dry-run or the CUDA plan. A budget above the default scales every step's box by the
+    same factor (a slow machine gets proportionally longer steps); a smaller one only cuts the
+    time left, so the last steps are skipped."""
+    mode = "dry-run" if dry_run else "cuda"
+    budget = budget_s or DEFAULT_BUDGET_S[mode]
+    scale = max(budget / DEFAULT_BUDGET_S[mode], 1.0)
     if dry_run:  # bf16 and compile are GPU paths (CPU bf16 is emulated: minutes here)
-        return Plan("dry-run", "cpu", budget_s or 110.0, "smoke", 4, precisions=("fp32",),
-                    profile_sets=("run.batch_size=4", "run.eval_batch_size=4"), group_profiles=True,
-                    quick_preset="smoke", quick_sets=("run.max_eval_cases=4",), quick_methods="dpersona",
-                    compile_methods=None, ratio_rounds=1,
-                    boxes={"environment": 30, "tests": 40, "profile": 60, "quickstart": 60, "ratios": 60})
-    # the quick start's default preset with 3 epochs (of 30): every CUDA path, in about a minute
-    return Plan("cuda", "cuda", budget_s or 450.0, "paper", 50, quick_sets=("epochs=3",),
-                boxes={"environment": 90, "tests": 180, "profile": 100, "quickstart": 120, "ratios": 90,
-                       "compile": 240})
+        boxes = {"environment": 30, "tests": 40, "profile": 60, "quickstart": 60, "ratios": 60}
+        p = Plan(mode, "cpu", budget, "smoke", 4, precisions=("fp32",),
+                 profile_sets=("run.batch_size=4", "run.eval_batch_size=4"), group_profiles=True,
+                 quick_preset="smoke", quick_sets=("run.max_eval_cases=4",), quick_methods="dpersona",
+                 compile_methods=None, ratio_rounds=1)
+    else:  # the quick start's default preset with 3 epochs (of 30): every CUDA path, in about a minute
+        boxes = {"environment": 90, "tests": 180, "profile": 100, "quickstart": 120, "ratios": 90, "compile": 240}
+        p = Plan(mode, "cuda", budget, "paper", 50, quick_sets=("epochs=3",))
+    p.boxes = {k: v * scale for k, v in boxes.items()}
+    return p
 
 
 def _now() -> str:
