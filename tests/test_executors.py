@@ -82,6 +82,17 @@ def test_gpus_per_run_must_be_a_fraction_or_whole():
         check_gpu_share(1.5)
 
 
+def test_cli_refuses_a_gpu_share_ray_cannot_take(tmp_path):
+    from typer.testing import CliRunner
+
+    from mrseg_bench.cli import app
+
+    res = CliRunner().invoke(app, ["run", "--methods", "fusion.soft", "--executor", "ray", "--gpus-per-run", "1.5",
+                                   "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "--gpus-per-run" in res.output and "fraction" in res.output
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.cluster
 def test_half_a_gpu_per_run_packs_two_runs_on_one_gpu(tmp_path):
     """A local Ray cluster with one fake GPU: at 0.5 GPU per run both runs execute at once (each

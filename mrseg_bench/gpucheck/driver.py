@@ -190,15 +190,15 @@ def junit_counts(path: Path, exit_code: int | None) -> dict[str, Any]:
     except (OSError, ET.ParseError):
         return res
     for case in root.iter("testcase"):
-        outcome, message = "passed", None
-        for child, label in (("failure", "failed"), ("error", "errors"), ("skipped", "skipped")):
+        outcome, counter, message = "passed", "passed", None
+        for child, outcome_, counter_ in (("failure", "failed", "failed"), ("error", "error", "errors"),
+                                          ("skipped", "skipped", "skipped")):
             el = case.find(child)
             if el is not None:
-                outcome, message = label, (el.get("message") or "")[:300]
+                outcome, counter, message = outcome_, counter_, (el.get("message") or "")[:300]
                 break
-        res[outcome] += 1
-        res["cases"].append({"name": case.get("name", "?"), "outcome": outcome.rstrip("s") if outcome == "errors"
-                             else outcome, "message": message})
+        res[counter] += 1
+        res["cases"].append({"name": case.get("name", "?"), "outcome": outcome, "message": message})
     return res
 
 
