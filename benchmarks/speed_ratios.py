@@ -25,6 +25,10 @@ reported, not failed. Baseline file (``benchmarks/speed_baseline.json``)::
 
     {"version": 1, "tolerance": 1.5, "ratios": {"<name>": <ratio>, ...}}
 
+On a GPU (``measure(device="cuda")``, what ``scripts/gpu_check.sh`` records) the same ops run
+with their tensors on the GPU and each side is timed in wall time between device
+synchronisations; those ratios compare with earlier GPU checks, not with the CPU baseline.
+
 Command line: ``python benchmarks/speed_ratios.py [--baseline F] [--update [--repeats 3]]
 [--rounds K]`` (exit 1 when a ratio is past the tolerance; ``--update`` writes each ratio's
 median over ``--repeats`` measurements). ``tox -e bench`` runs it.
@@ -60,17 +64,25 @@ BACKBONE = {"encoder_name": "resnet18", "decoder_channels": (64, 32, 32, 16, 16)
 
 
 def time_ratio(op: Callable[[], Any], ref: Callable[[], Any], rounds: int = 7,
-               inner: int = 1, ref_inner: int = 1) -> float:
+               inner: int = 1, ref_inner: int = 1, device: str = "cpu") -> float:
     """min over ``rounds`` of op's time per call / min of ref's, interleaved (one warm-up each).
-    ``inner`` / ``ref_inner`` calls per timed block, for ops too short to time one by one."""
+    ``inner`` / ``ref_inner`` calls per timed block, for ops too short to time one by one.
+    ``device="cuda"``: wall time with the device synchronised before each clock read (a GPU's
+    work is not the process's CPU time)."""
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
+    cuda = torch.device(device).type == "cuda"
+    clock = time.perf_counter if cuda else time.process_time
 
     def block(fn: Callable[[], Any], n: int) -> float:
-        t0 = time.process_time()
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = clock()
         for _ in range(n):
             fn()
-        return (time.process_time() - t0) / n
+        if cuda:
+            torch.cuda.synchronize()
+        return (clock() - t0) / n
 
     block(op, 1), block(ref, 1)
     best_op = best_ref = math.inf
@@ -81,35 +93,37 @@ def time_ratio(op: Callable[[], Any], ref: Callable[[], Any], rounds: int = 7,
 
 
 # --- the ops ---------------------------------------------------------------------------------
-def matmul_op(n: int = 384) -> Callable[[], Any]:
+def matmul_op(n: int = 384, device: str = "cpu") -> Callable[[], Any]:
     g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
+    a, b = torch.randn(n, n, generator=g).to(device), torch.randn(n, n, generator=g).to(device)
     return lambda: a @ b
 
 
-def metric_suite_op(cases: int = 16, size: int = SIZE, n: int = 10) -> tuple[Callable[[], Any], int]:
+def metric_suite_op(cases: int = 16, size: int = SIZE, n: int = 10,
+                    device: str = "cpu") -> tuple[Callable[[], Any], int]:
     """(a call scoring ``cases`` cases with every metric, cases)."""
     from mrseg_bench.metrics import MetricSuite
     from mrseg_bench.types import Prediction
 
     g = torch.Generator().manual_seed(0)
     raters = (torch.rand(cases, RATERS, size, size, generator=g) > 0.7).to(torch.uint8)
-    pred = Prediction(samples=torch.rand(cases, n, size, size, generator=g),
-                      personalized=torch.rand(cases, RATERS, size, size, generator=g),
-                      consensus=torch.rand(cases, size, size, generator=g))
-    valid = torch.ones(cases, RATERS, dtype=torch.bool)
+    pred = Prediction(samples=torch.rand(cases, n, size, size, generator=g).to(device),
+                      personalized=torch.rand(cases, RATERS, size, size, generator=g).to(device),
+                      consensus=torch.rand(cases, size, size, generator=g).to(device))
+    raters = raters.to(device)
+    valid = torch.ones(cases, RATERS, dtype=torch.bool, device=device)
     ids = [f"case{i}" for i in range(cases)]
     suite = MetricSuite()
     return (lambda: suite.score(pred, raters, valid, ids)), cases
 
 
-def _batch():
+def _batch(device: str = "cpu"):
     from mrseg_bench.types import MultiRaterBatch
 
     g = torch.Generator().manual_seed(1)
     return MultiRaterBatch(torch.randn(BATCH, 1, SIZE, SIZE, generator=g),
                            (torch.rand(BATCH, RATERS, SIZE, SIZE, generator=g) > 0.7).to(torch.uint8),
-                           torch.ones(BATCH, RATERS, dtype=torch.bool))
+                           torch.ones(BATCH, RATERS, dtype=torch.bool)).to(device)
 
 
 def _info():
@@ -129,15 +143,15 @@ def _method(name: str, cfg: dict[str, Any]):
     return factory(dataclasses.replace(factory().cfg, **BACKBONE, **cfg))
 
 
-def method_step_op(name: str, **cfg: Any) -> Callable[[], Any]:
+def method_step_op(name: str, device: str = "cpu", **cfg: Any) -> Callable[[], Any]:
     """One training step (first stage) of a registered method: forward, backward, Adam."""
     method = _method(name, cfg)
-    model = method.build(_info())
+    model = method.build(_info()).to(device)
     stage = method.stages()[0]
     method.begin_stage(model, stage)
     method.train_mode(model, stage)
     opt = torch.optim.Adam(method.stage_parameters(model, stage), lr=1e-4)
-    data = _batch()
+    data = _batch(device)
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -147,11 +161,11 @@ def method_step_op(name: str, **cfg: Any) -> Callable[[], Any]:
     return step
 
 
-def method_predict_op(name: str, n_samples: int = 10, **cfg: Any) -> Callable[[], Any]:
+def method_predict_op(name: str, n_samples: int = 10, device: str = "cpu", **cfg: Any) -> Callable[[], Any]:
     """Inference of a registered method (eval mode, no_grad) on one batch."""
     method = _method(name, cfg)
-    model = method.build(_info()).eval()
-    images = _batch().image
+    model = method.build(_info()).to(device).eval()
+    images = _batch(device).image
 
     def predict():
         with torch.no_grad():
@@ -160,14 +174,14 @@ def method_predict_op(name: str, n_samples: int = 10, **cfg: Any) -> Callable[[]
     return predict
 
 
-def unet_ops() -> tuple[Callable[[], Any], Callable[[], Any]]:
+def unet_ops(device: str = "cpu") -> tuple[Callable[[], Any], Callable[[], Any]]:
     """(training step, forward pass) of a plain U-Net, same backbone, BCE on rater 0."""
     from mrseg_bench.baselines.unet import build_unet
 
     torch.manual_seed(0)
-    model = build_unet(1, classes=1, **BACKBONE)
+    model = build_unet(1, classes=1, **BACKBONE).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    data = _batch()
+    data = _batch(device)
     target = data.masks[:, :1].float()
 
     def step():
@@ -188,8 +202,14 @@ DPERSONA_CFG = {"prior_filters": (8, 16, 16, 32, 32), "bound_samples": 4, "bank_
                 "bank_test": 32}
 
 
-def measure(rounds: int = 7, only: set[str] | None = None) -> dict[str, float]:
-    """Every ratio of the module docstring (or those named in ``only``), one thread."""
+RATIOS = ("metric_suite_per_case/matmul", "dpersona_step/unet_step", "probunet_step/unet_step",
+          "dpersona_predict/unet_forward")
+
+
+def measure(rounds: int = 7, only: set[str] | None = None, device: str = "cpu") -> dict[str, float]:
+    """Every ratio of the module docstring (or those named in ``only``): on CPU one thread and
+    CPU time; on ``device="cuda"`` every op's tensors and model on the GPU, wall time between
+    synchronisations (GPU figures compare with GPU figures, never with the CPU baseline)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -198,20 +218,22 @@ def measure(rounds: int = 7, only: set[str] | None = None) -> dict[str, float]:
             return only is None or key in only
 
         if want("metric_suite_per_case/matmul"):
-            suite, cases = metric_suite_op()
-            out["metric_suite_per_case/matmul"] = time_ratio(suite, matmul_op(), rounds, ref_inner=10) / cases
-        if any(want(k) for k in ("dpersona_step/unet_step", "probunet_step/unet_step",
-                                 "dpersona_predict/unet_forward")):
-            unet_step, unet_forward = unet_ops()
+            suite, cases = metric_suite_op(device=device)
+            out["metric_suite_per_case/matmul"] = time_ratio(
+                suite, matmul_op(device=device), rounds, ref_inner=10, device=device) / cases
+        if any(want(k) for k in RATIOS[1:]):
+            unet_step, unet_forward = unet_ops(device)
             if want("dpersona_step/unet_step"):
                 out["dpersona_step/unet_step"] = time_ratio(
-                    method_step_op("dpersona", **DPERSONA_CFG), unet_step, rounds)
+                    method_step_op("dpersona", device, **DPERSONA_CFG), unet_step, rounds, device=device)
             if want("probunet_step/unet_step"):
                 out["probunet_step/unet_step"] = time_ratio(
-                    method_step_op("probunet", prior_filters=(8, 16, 16, 32, 32)), unet_step, rounds)
+                    method_step_op("probunet", device, prior_filters=(8, 16, 16, 32, 32)), unet_step, rounds,
+                    device=device)
             if want("dpersona_predict/unet_forward"):
                 out["dpersona_predict/unet_forward"] = time_ratio(
-                    method_predict_op("dpersona", **DPERSONA_CFG), unet_forward, rounds)
+                    method_predict_op("dpersona", 10, device, **DPERSONA_CFG), unet_forward, rounds,
+                    device=device)
         return out
     finally:
         torch.set_num_threads(threads)

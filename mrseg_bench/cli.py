@@ -124,7 +124,7 @@ def run(
     jobs: int = typer.Option(1, "--jobs", "-j", help="Local executor: runs at a time, each in its own worker process with cores // JOBS torch threads (run.num_threads overrides); 1: one after another in this process."),
     ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster to join: auto | HOST:PORT (default: start a local one)."),
     ray_num_cpus: float = typer.Option(1.0, "--ray-num-cpus", help="CPUs each Ray task asks for."),
-    ray_num_gpus: float | None = typer.Option(None, "--ray-num-gpus", help="GPUs each Ray task asks for (default: 1 when the cluster has GPUs, else 0)."),
+    ray_num_gpus: float | None = typer.Option(None, "--ray-num-gpus", "--gpus-per-run", help="GPUs each Ray task asks for: a fraction packs several runs on one GPU (0.25: four per GPU), or a whole number (default: 1 when the cluster has GPUs, else 0)."),
     slurm_partition: str | None = typer.Option(None, "--slurm-partition", help="Slurm partition of the job array."),
     slurm_gpus_per_task: int = typer.Option(1, "--slurm-gpus-per-task", help="GPUs per array task (one run)."),
     slurm_cpus_per_task: int = typer.Option(4, "--slurm-cpus-per-task", help="CPUs per array task."),
@@ -135,6 +135,7 @@ def run(
     """Train, evaluate and profile the grid methods x datasets x seeds; store and report results.
 
     Each run is claimed before it trains, so several `run` processes may share one --out."""
+    from .engine.threads import warn_if_busy
     from .executors import EXECUTORS
     from .interrupts import RunInterrupted
     from .reports.summary import summarize, summary_table
@@ -163,6 +164,8 @@ def run(
     else:
         _check_out_dir(store_path.parent, "--store")
     _make_out_dir(out)
+    if executor == "local":
+        warn_if_busy(lambda s: err_console.print(s, markup=False, highlight=False, soft_wrap=True))
     log = (lambda s: None) if quiet else (lambda s: console.print(s, markup=False, highlight=False, soft_wrap=True))
     if not quiet:
         spec0 = plan.specs[0]
@@ -220,8 +223,11 @@ def _executor_options(executor, jobs, ray_address, ray_num_cpus, ray_num_gpus, s
                       slurm_cpus_per_task, slurm_time, slurm_array_parallelism, slurm_cluster, force):
     """ExecutorOptions from the run flags; bad values exit 2 before anything is planned."""
     from .executors import ExecutorOptions, LocalOptions, RayOptions, SlurmOptions
+    from .executors.ray_executor import gpu_share_ok
 
-    checks = {"--ray-num-cpus": ray_num_cpus > 0, "--ray-num-gpus": ray_num_gpus is None or ray_num_gpus >= 0,
+    checks = {"--ray-num-cpus": ray_num_cpus > 0,
+              "--ray-num-gpus/--gpus-per-run (a fraction of one GPU, or a whole number)":
+                  ray_num_gpus is None or gpu_share_ok(ray_num_gpus),
               "--slurm-gpus-per-task": slurm_gpus_per_task >= 0, "--slurm-cpus-per-task": slurm_cpus_per_task >= 1,
               "--slurm-array-parallelism": slurm_array_parallelism >= 1,
               "--slurm-cluster": slurm_cluster in ("slurm", "local", "debug")}
@@ -581,11 +587,10 @@ def profile(
     precision: str | None = typer.Option(None, "--precision", help="auto | bf16 | fp32."),
 ) -> None:
     """Profile untrained models (no training): params, FLOPs, throughput, latency, memory."""
-    import torch
-
     from .engine.data import make_batches, prepare
     from .engine.device import reset_peak_memory, seed_everything
     from .engine.profile import profile_method
+    from .engine.threads import set_run_threads
     from .run.overrides import UsageError
     from .run.plan import plan_grid
 
@@ -602,8 +607,7 @@ def profile(
     for spec in plan.specs:
         ds = plan.datasets[spec.dataset]
         cfg = spec.run_cfg
-        if cfg.num_threads:
-            torch.set_num_threads(cfg.num_threads)
+        set_run_threads(cfg.num_threads)
         seed_everything(0)
         dev = spec.torch_device
         model = spec.method_obj.build(ds.info).to(dev)

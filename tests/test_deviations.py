@@ -11,12 +11,12 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from mrseg_bench.runner import _HASH_EXCLUDE, _jsonable
 
 from mrseg_bench.config import apply_overrides
 from mrseg_bench.engine.run_config import RunConfig
 from mrseg_bench.presets import load_preset, preset_names
 from mrseg_bench.registry import METHODS
-from mrseg_bench.runner import _HASH_EXCLUDE, _jsonable
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "deviations.md"
 EXEMPT = {"paper", "smoke", "ci"}  # the reference itself, and the test-sized presets

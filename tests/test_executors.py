@@ -71,3 +71,48 @@ def test_slurm_executor_without_slurm_says_so(tmp_path):
         pytest.skip("this machine has Slurm")
     with pytest.raises(ValueError, match="no Slurm found"):
         execute("slurm", SPECS, tmp_path, ExecutorOptions(worker=TOY))
+
+
+def test_gpus_per_run_must_be_a_fraction_or_whole():
+    from mrseg_bench.executors.ray_executor import check_gpu_share, gpu_share_ok
+
+    assert all(gpu_share_ok(x) for x in (0, 0.25, 0.5, 1, 2, 4.0))
+    assert not any(gpu_share_ok(x) for x in (-0.5, 1.5, 2.25))
+    with pytest.raises(ValueError, match="--gpus-per-run 1.5: give a fraction"):
+        check_gpu_share(1.5)
+
+
+def test_cli_refuses_a_gpu_share_ray_cannot_take(tmp_path):
+    from typer.testing import CliRunner
+
+    from mrseg_bench.cli import app
+
+    res = CliRunner().invoke(app, ["run", "--methods", "fusion.soft", "--executor", "ray", "--gpus-per-run", "1.5",
+                                   "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "--gpus-per-run" in res.output and "fraction" in res.output
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.cluster
+def test_half_a_gpu_per_run_packs_two_runs_on_one_gpu(tmp_path):
+    """A local Ray cluster with one fake GPU: at 0.5 GPU per run both runs execute at once (each
+    in its own worker process, both told CUDA_VISIBLE_DEVICES=0); at 1 GPU per run one waits."""
+    ray = pytest.importorskip("ray", reason='needs the ray extra: pip install "mrseg-bench[ray]"')
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        def intervals(share, out):
+            out.mkdir()
+            specs = [{"name": "a", "sleep": 5}, {"name": "b", "sleep": 5}]
+            outcomes = execute("ray", specs, out, ExecutorOptions(worker=TOY, num_cpus=1, num_gpus=share))
+            assert [o.status for o in outcomes] == ["done", "done"]
+            return [json.loads((out / f"{n}.json").read_text()) for n in ("a", "b")]
+
+        packed = intervals(0.5, tmp_path / "half")
+        assert max(r["started"] for r in packed) < min(r["finished"] for r in packed)  # overlapped
+        assert [r["cuda_visible_devices"] for r in packed] == ["0", "0"]
+        assert len({r["pid"] for r in packed}) == 2  # own processes: own max_memory_allocated
+        whole = intervals(1.0, tmp_path / "whole")
+        first, second = sorted(whole, key=lambda r: r["started"])
+        assert second["started"] >= first["finished"] - 0.05  # one GPU, one run at a time
+    finally:
+        ray.shutdown()

@@ -57,6 +57,17 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
+def to_channels_last(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` (in place) with every 4-D parameter and buffer in channels_last layout; other
+    ranks keep theirs. ``Module.to(memory_format=channels_last)`` refuses a model holding any 5-D
+    tensor, such as D-Persona's stacked per-rater head weights ``[R, out, in, k, k]``."""
+    with torch.no_grad():
+        for t in [*model.parameters(), *model.buffers()]:
+            if t.dim() == 4:
+                t.data = t.data.contiguous(memory_format=torch.channels_last)
+    return model
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for queued kernels before reading a clock."""
     if device.type == "cuda":

@@ -19,7 +19,7 @@ import os
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 
-from ..engine.threads import thread_budget
+from ..engine.threads import available_cores, thread_budget
 from ..interrupts import RunInterrupted, catch_signals
 from .base import TaskOutcome, call_worker, failed, outcome_from, register_executor
 
@@ -77,7 +77,7 @@ def _init_process(threads: int, modules: list[str]) -> None:
 
 def _in_pool(specs, out, options, progress) -> list[TaskOutcome]:
     jobs = min(options.local.jobs, len(specs))
-    threads = options.local.threads or thread_budget(os.cpu_count(), jobs)
+    threads = options.local.threads or thread_budget(available_cores(), jobs)
     outcomes: list[TaskOutcome | None] = [None] * len(specs)
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_init_process, initargs=(threads, plugin_modules()))

@@ -27,11 +27,25 @@ def _import_ray():
 
 
 def task_resources(ray, options) -> dict[str, float]:
-    """CPUs and GPUs one run asks for (GPUs: 1 when the cluster has any, unless set)."""
+    """CPUs and GPUs one run asks for (GPUs: 1 when the cluster has any, unless set; a fraction
+    packs several runs on one GPU, each in its own worker process)."""
     gpus = options.ray.num_gpus
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    check_gpu_share(gpus)
     return {"num_cpus": float(options.ray.num_cpus), "num_gpus": float(gpus)}
+
+
+def gpu_share_ok(gpus: float) -> bool:
+    """Ray takes a fraction of one GPU (0 <= x <= 1) or a whole number of GPUs."""
+    return gpus >= 0 and (gpus <= 1 or gpus == int(gpus))
+
+
+def check_gpu_share(gpus: float) -> None:
+    """ValueError naming the option unless ``gpu_share_ok(gpus)``."""
+    if not gpu_share_ok(gpus):
+        raise ValueError(f"--gpus-per-run {gpus:g}: give a fraction of one GPU (0 < x < 1, e.g. 0.25 "
+                         "packs four runs per GPU) or a whole number of GPUs")
 
 
 def connect(options) -> bool:

@@ -44,11 +44,12 @@ from .. import __version__
 from ..claims import Claim, try_claim
 from ..datasets.splits import split_to_json
 from ..engine.data import limit, make_batches, prepare
-from ..engine.device import reset_peak_memory, seed_everything
+from ..engine.device import reset_peak_memory, seed_everything, to_channels_last
 from ..engine.evaluate import evaluate, metric_suite
 from ..engine.hardware import hardware_info
 from ..engine.profile import profile_method
 from ..engine.run_env import run_facts
+from ..engine.threads import set_run_threads
 from ..engine.train import TrainingStopped, checkpoint_path, train
 from ..identity import canonical_json, data_fingerprint
 from ..interrupts import RunInterrupted, StopFlag, catch_signals
@@ -185,12 +186,11 @@ def _train_evaluate_profile(spec: RunSpec, dataset, work_dir: Path, quiet: bool,
     cfg, dev = spec.run_cfg, spec.torch_device
     split = make_run_split(dataset, cfg)
     atomic_write_text(work_dir / "split.json", json.dumps(json.loads(split_to_json(split, dataset)), indent=1))
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    set_run_threads(cfg.num_threads)  # 0: the cores split between the runs executing at once
     seed_everything(spec.seed)
     model = spec.method_obj.build(dataset.info).to(dev)
     if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = to_channels_last(model)
     reset_peak_memory(dev)
     names = [n for n in cfg.metrics.split(",") if n.strip()] or None
 
