@@ -26,9 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None, help="also write the per-step records here (JSON lines)")
     args = ap.parse_args(argv)
 
-    from mrseg_bench.runner import UsageError, plan_grid
-
     from mrseg_bench.engine.stability import probe, summary
+    from mrseg_bench.run.overrides import UsageError
+    from mrseg_bench.run.plan import plan_grid
 
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]

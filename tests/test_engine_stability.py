@@ -85,7 +85,7 @@ OLD = ["run.warmup_steps=0", "run.grad_clip=0", "lr=1e-3"]  # Adam 1e-3, no warm
 
 @pytest.mark.slow
 def test_study_seed2_spikes_at_the_old_settings_and_not_at_the_new_defaults():
-    from mrseg_bench.runner import plan_grid
+    from mrseg_bench.run.plan import plan_grid
 
     def first_steps(sets):
         plan = plan_grid("dpersona", "synthetic", [2], "study", sets=["run.num_threads=1", *sets])

@@ -33,7 +33,7 @@ def probe(spec, dataset, split, steps: int) -> list[dict[str, Any]]:
     method = spec.method_obj
     first = method.stages()[0]
     seed_everything(spec.seed)
-    model = method.build(dataset.info).to(spec.device)
+    model = method.build(dataset.info).to(spec.torch_device)
     records: list[dict[str, Any]] = []
     parts: dict[str, float] = {}
     prior = getattr(model, "prior", None)
@@ -65,7 +65,7 @@ def probe(spec, dataset, split, steps: int) -> list[dict[str, Any]]:
     method.training_step = training_step
     try:
         with tempfile.TemporaryDirectory(prefix="mrseg-probe-") as tmp:
-            train(method, model, dataset, split, spec.run_cfg, tmp, spec.seed, spec.device, spec.precision,
+            train(method, model, dataset, split, spec.run_cfg, tmp, spec.seed, spec.torch_device, spec.precision,
                   method_name=spec.method, step_stats=stats)
     except _Done:
         pass

@@ -88,7 +88,7 @@ def profile(methods: list[str], preset: str, precisions: list[str], n_samples: i
     from mrseg_bench.engine.device import reset_peak_memory, seed_everything, to_channels_last
     from mrseg_bench.engine.profile import profile_method
     from mrseg_bench.engine.threads import set_run_threads
-    from mrseg_bench.runner import plan_grid
+    from mrseg_bench.run.plan import plan_grid
 
     out = []
     for method, precision in [(m, p) for m in methods for p in precisions]:
@@ -101,17 +101,17 @@ def profile(methods: list[str], preset: str, precisions: list[str], n_samples: i
             ds, cfg = plan.datasets[spec.dataset], spec.run_cfg
             set_run_threads(cfg.num_threads)
             seed_everything(0)
-            model = spec.method_obj.build(ds.info).to(spec.device)
+            model = spec.method_obj.build(ds.info).to(spec.torch_device)
             if cfg.channels_last:
                 model = to_channels_last(model)
-            reset_peak_memory(spec.device)
+            reset_peak_memory(spec.torch_device)
             idx = list(range(min(cfg.eval_bs, len(ds))))
-            batch = prepare(next(iter(make_batches(ds, idx, cfg.eval_bs, False, 0))), spec.device,
+            batch = prepare(next(iter(make_batches(ds, idx, cfg.eval_bs, False, 0))), spec.torch_device,
                             cfg.image_size, cfg.channels_last)
-            rows = profile_method(spec.method_obj, model, batch, spec.device, cfg.n_samples, spec.precision,
+            rows = profile_method(spec.method_obj, model, batch, spec.torch_device, cfg.n_samples, spec.precision,
                                   cfg.profile_warmup, cfg.profile_steps, cfg.latency_repeats, compile=cfg.compile)
             vals = {r["name"]: r["value"] for r in rows}
-            rec.update(device=str(spec.device), batch_size=len(batch), image_size=int(batch.image.shape[-1]),
+            rec.update(device=str(spec.torch_device), batch_size=len(batch), image_size=int(batch.image.shape[-1]),
                        **{k: finite_or_none(vals.get(k)) for k in PROFILE_KEYS})
             rec.update({k: finite_or_none(v) for k, v in vals.items() if k.startswith("train_images_per_s_")})
             del model, batch
