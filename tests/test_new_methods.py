@@ -304,3 +304,30 @@ def test_loss_falls_and_samples_differ(name):
     samples = method.predict(model, batch.image, 6).samples > 0.5  # [B,6,H,W]
     differ = (samples != samples[:, :1]).flatten(2).any(-1)  # sample i vs sample 0, per image
     assert bool(differ.any()), f"{name}: all 6 samples identical"
+
+
+def test_ccdm_profile_rows_time_per_sample_at_preset_and_published_steps():
+    from mrseg_bench.engine.profile import _extra_rows
+    from mrseg_bench.reports.columns import cost_table, label
+
+    method = tiny("ccdm")  # diffusion_steps 20 (the "published" count is capped at T), sample_steps 3
+    steps_seen = []
+    predict = method.predict
+    method.predict = lambda *a, **k: steps_seen.append(k["sample_steps"]) or predict(*a, **k)
+    rows = {r["name"]: r for r in _extra_rows(method, method.build(INFO).eval(), blobs().image, 2,
+                                               torch.device("cpu"), "fp32")}
+    assert steps_seen == [3, 20]
+    for key in ("sample_ms", "sample_ms_published_steps"):
+        assert rows[key]["unit"] == "ms/sample" and rows[key]["value"] > 0
+        assert cost_table(key) == "cost_detail" and "ms" in label(key)
+    assert _extra_rows(tiny("ssn"), None, blobs().image, 2, torch.device("cpu"), "fp32") == []
+
+
+@pytest.mark.slow
+def test_profile_method_includes_the_method_rows():
+    from mrseg_bench.engine.profile import profile_method
+
+    method = tiny("ccdm", sample_steps=1, diffusion_steps=2)
+    rows = profile_method(method, method.build(INFO), blobs(), torch.device("cpu"), 1, train=False,
+                          warmup=0, steps=1, repeats=1, memory="off")
+    assert {"sample_ms", "sample_ms_published_steps"} <= {r["name"] for r in rows}
