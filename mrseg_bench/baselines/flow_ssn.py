@@ -1,8 +1,8 @@
 """Flow-SSN, continuous variant (Flow Stochastic Segmentation Networks, ICCV 2025,
 arXiv 2507.18838): an image-conditioned Gaussian base over the logits, moved by a small flow.
 
-Written from the paper's description and REFERENCE.md (the repository has no licence; nothing is
-copied). Networks (``FlowSSNModel``), both ``adm_unet.ADMUNet``:
+Written from the paper's description and the specification in docs/more_methods.md (the
+repository has no licence; nothing is copied). Networks (``FlowSSNModel``), both ``adm_unet.ADMUNet``:
 - base B(x): in = image channels, ``base_channels`` (32), ``base_mult`` (1, 2, 4, 8), 1 res block
   per level, no attention, dropout 0.1, out 2K = [mu(x), log sigma(x)]. With ``learn_std``
   off (LIDC: ``--base_std=1``) sigma = ``base_std`` and log sigma is unused.
@@ -28,7 +28,7 @@ Adam takes ``weight_decay`` as L2) and the 2,000-step linear warm-up; grad-clip 
 ``run.grad_clip``.
 
 Parameters (1 input channel, K = 2): 9,399,716 base + 95,522 flow = 9,495,238 with the published
-sizes (counted from this layout; REFERENCE.md estimates "roughly 11M + 0.1M", UNVERIFIED). The
+sizes (counted from this layout; the specification estimates "roughly 11M + 0.1M", UNVERIFIED). The
 base count follows from the ADM layout: 4 levels of channels 32/64/128/256, each with one
 ResBlock down and two up (skip concat), stride-2 conv downsampling, nearest + conv upsampling,
 two middle ResBlocks at 256 (tests/test_new_methods.py recounts it by formula).

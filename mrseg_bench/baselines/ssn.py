@@ -27,8 +27,9 @@ published argmax mask.
 
 Parameters (1 input channel, K = 2, rank 10): 9,240,312 for the published sizes = the BN U-Net
 (``mose.BNUNet`` with the same filters) 9,236,256 + three 1x1 conv-BN-ReLU of 32 channels
-3 x (32*32 + 2*32) = 3,264 + heads (32 + 1) x (2 + 2 + 20) = 792 (the tests check each term). REFERENCE.md's "about 10M" is the same
-estimate from the configuration.
+3 x (32*32 + 2*32) = 3,264 + heads (32 + 1) x (2 + 2 + 20) = 792 (the tests check each term).
+The specification's "about 10M" (docs/more_methods.md) is an estimate from the same
+configuration.
 """
 
 from __future__ import annotations
