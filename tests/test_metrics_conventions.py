@@ -114,3 +114,17 @@ def test_conventions_table_and_caption():
     assert text.startswith("Convention flowssn:") and "N = 100 samples per image" in text and "best" in text
     assert "N = 10-50" in convention_caption("standard", [50, 10])
     assert convention_caption("standard") == f"Convention standard: {resolve_convention('standard').describe()}."
+
+
+def test_diversity_caption_names_the_convention_and_n(tmp_path):
+    from mrseg_bench.reports.demo import write_demo_store
+    from mrseg_bench.reports.loader import load_results
+    from mrseg_bench.reports.tables import _caption, build_tables
+
+    store = write_demo_store(tmp_path / "s.sqlite", convention="flowssn")
+    tables = {t.kind: t for t in build_tables(load_results(store))}
+    assert "Convention flowssn: two empty masks IoU 1; GED^2; HM-IoU best" in tables["diversity"].caption
+    assert "Convention flowssn:" not in tables["personalization"].caption  # diversity only
+    key = {"dataset": "lidc", "experiment": "e", "protocol": "default", "convention": "flowssn",
+           "ged_estimator": "all_pairs", "ncc_maps": "soft", "threshold": 0.5}
+    assert "N = 100 samples per image." in _caption("diversity", key, None, 0.05, False, n_values=[100, 100])
