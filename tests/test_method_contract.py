@@ -36,7 +36,11 @@ TINY = {"encoder_name": "tu-resnet10t", "decoder_channels": (16, 16, 8, 8, 8), "
         "predict_draws": 2, "pixel_head_channels": 4, "head_channels": (4, 4), "epochs": 1,
         # phiseg / mose / tab at 32x32 (2x2 at the bottom of every U-Net, as the smoke preset)
         "n0": 4, "levels": 5, "latent_levels": 3, "filters": (4, 8, 8, 8, 8), "samples_per_expert": 2,
-        "hidden": 16, "heads": 2, "ffn": 16, "embed_dim": 8, "train_samples": 2}
+        "hidden": 16, "heads": 2, "ffn": 16, "embed_dim": 8, "train_samples": 2,
+        # ssn / flow_ssn / ccdm (ssn takes `filters` and `train_samples` above)
+        "head_width": 4, "rank": 3, "base_channels": 4, "base_mult": (1, 2), "flow_channels": 4,
+        "flow_mult": (1, 1), "unet_channels": 4, "unet_mult": (1, 2, 2), "attention_ds": (4,), "head_dim": 4,
+        "diffusion_steps": 20, "sample_steps": 3}
 
 
 @dataclass

@@ -31,6 +31,10 @@ inference throughput, latency p50/p95, peak memory per phase. Rows are ``{"name"
     memory), so phase peak - baseline is what the phase itself needed;
   - MPS, or ``memory="off"`` (env ``MRSEG_PROFILE_MEMORY=off``), or a failed child: NaN ("—").
   ``peak_memory_mb`` is the larger of the two phase peaks.
+- Method-specific rows: a method with ``profile_extra(model, images, n_samples, timer)`` adds
+  the rows it returns (``timer(fn)`` runs ``fn`` once, device-synchronised, and returns seconds),
+  e.g. CCDM's ``sample_ms`` / ``sample_ms_published_steps``: ms per sample for one image at its
+  preset's sampling steps and at the published step count.
 """
 
 from __future__ import annotations
@@ -281,6 +285,21 @@ class _CudaPhase:
         return out
 
 
+def _extra_rows(method: Method, model: nn.Module, images: torch.Tensor, n_samples: int, device: torch.device,
+                precision: str) -> list[dict[str, Any]]:
+    """The rows of the method's optional ``profile_extra`` (module docstring)."""
+    extra = getattr(method, "profile_extra", None)
+    if extra is None:
+        return []
+
+    @torch.no_grad()
+    def timer(fn: Callable[[], Any]) -> float:
+        with autocast(device, precision):
+            return float(_timed(fn, device, 0, 1)[0])
+
+    return [_row(r["name"], r["value"], r["unit"]) for r in extra(model, images, n_samples, timer)]
+
+
 def profile_method(method: Method, model: nn.Module, batch: MultiRaterBatch, device: torch.device,
                    n_samples: int, precision: str = "fp32", warmup: int = 1, steps: int = 3,
                    repeats: int = 10, train: bool = True, *, compile: bool = False,
@@ -322,6 +341,7 @@ def profile_method(method: Method, model: nn.Module, batch: MultiRaterBatch, dev
         lat_ms = np.asarray(lat) * 1000.0
         rows.append(_row("latency_p50_ms", float(np.percentile(lat_ms, 50)), "ms"))
         rows.append(_row("latency_p95_ms", float(np.percentile(lat_ms, 95)), "ms"))
+        rows += _extra_rows(method, runnable, batch.image, n_samples, device, precision)
     finally:
         set_rng_state(rng)
     peaks = {"baseline": NAN, "predict": NAN, "train": NAN}

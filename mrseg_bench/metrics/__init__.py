@@ -4,6 +4,13 @@ Importing this package registers the built-in metrics in ``mrseg_bench.registry.
 """
 
 from .context import GED_ESTIMATORS, NCC_MAPS, SOFT_THRESHOLDS, MetricContext
+from .conventions import (
+    CONVENTION_NAMES,
+    CONVENTION_SPECS,
+    Convention,
+    convention_caption,
+    resolve_convention,
+)
 from .functional import (
     consensus_dice,
     consensus_dice_soft,
@@ -36,7 +43,8 @@ from .suite import (
 from .validation import validate_inputs, validate_weights
 
 __all__ = [
-    "BUILTIN_SPECS", "CAPABILITY_TABLES", "CONVENTIONS", "GED_ESTIMATORS", "NCC_MAPS",
+    "BUILTIN_SPECS", "CAPABILITY_TABLES", "CONVENTIONS", "CONVENTION_NAMES", "CONVENTION_SPECS", "Convention",
+    "convention_caption", "resolve_convention", "GED_ESTIMATORS", "NCC_MAPS",
     "N_SAMPLES_METRIC", "SOFT_THRESHOLDS", "MetricContext", "MetricSpec",
     "MetricSuite", "consensus_dice", "consensus_dice_soft", "dice_match", "dice_matrix",
     "dice_max", "dice_max_reverse", "dice_soft", "ged", "hm_iou", "iou_matrix", "ncc",

@@ -14,9 +14,16 @@ from functools import cached_property
 
 import torch
 
+from .conventions import (
+    GED_FORMS,
+    HM_IOU_MATCHINGS,
+    SOFT_THRESHOLDS,
+    check_choice,
+    check_thresholds,
+    resolve_convention,
+)
 from .pairwise import (
     EPS,
-    check_convention,
     count_dtype,
     dice_from_counts,
     flatten_masks,
@@ -30,7 +37,7 @@ Tensor = torch.Tensor
 # Dice_soft thresholds (QUBIQ): a mean map m is "above t" when m > t + THRESHOLD_ATOL, so a mean
 # that equals t exactly (e.g. the mean of 0.9, 0.1, 0.1, 0.1 is 0.3) counts as not above t
 # whatever the float rounding of the mean.
-SOFT_THRESHOLDS: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
+# (SOFT_THRESHOLDS, the default set, lives in conventions.py)
 THRESHOLD_ATOL = 1e-6  # "standard" only; convention="dpersona" tests a strict "> t" (its code)
 GED_ESTIMATORS: tuple[str, ...] = ("all_pairs", "distinct")
 NCC_MAPS: tuple[str, ...] = ("soft", "binary")
@@ -66,6 +73,10 @@ class MetricContext:
     sample_weights: Tensor | None = None  # [B,N], rows sum to 1; None: equally likely samples
     ged_estimator: str = "all_pairs"  # GED / sample expectations with or without i = i' pairs
     ncc_maps: str = "soft"  # NCC from the soft sample maps (PHiSeg) or the binarised samples
+    ged_form: str = "squared"  # GED^2 or its square root (conventions.py)
+    hm_iou_matching: str = "replicate"  # HM-IoU: lcm replication or best-of-N matching
+    soft_thresholds: tuple[float, ...] = SOFT_THRESHOLDS  # Dice_soft thresholds
+    convention_name: str = "standard"  # the paper convention; ``convention`` is its overlap rule
 
     @classmethod
     def build(
@@ -80,9 +91,18 @@ class MetricContext:
         sample_weights: Tensor | None = None,
         ged_estimator: str = "all_pairs",
         ncc_maps: str = "soft",
+        ged_form: str | None = None,
+        hm_iou_matching: str | None = None,
+        soft_thresholds: tuple[float, ...] | None = None,
     ) -> MetricContext:
-        """Validate (``validate_inputs``, ``validate_weights``) and wrap the inputs."""
-        check_convention(convention)
+        """Validate (``validate_inputs``, ``validate_weights``) and wrap the inputs.
+        ``convention`` names a paper convention (``conventions.CONVENTION_SPECS``): its overlap
+        rule becomes ``ctx.convention``; ``ged_form``, ``hm_iou_matching`` and
+        ``soft_thresholds`` override the convention's choices when given."""
+        conv = resolve_convention(convention)
+        check_choice("ged_form", ged_form, GED_FORMS)
+        check_choice("hm_iou matching", hm_iou_matching, HM_IOU_MATCHINGS)
+        soft_thresholds = check_thresholds(soft_thresholds)
         check_option("ged_estimator", ged_estimator, GED_ESTIMATORS)
         check_option("ncc_maps", ncc_maps, NCC_MAPS)
         if not 0.0 <= float(threshold) < 1.0:
@@ -90,8 +110,10 @@ class MetricContext:
         raters, valid = validate_inputs(raters, samples, rater_valid, personalized, consensus)
         if sample_weights is not None:
             validate_weights(sample_weights, samples)
-        return cls(raters, valid, samples, personalized, consensus, convention, float(threshold),
-                   sample_weights=sample_weights, ged_estimator=ged_estimator, ncc_maps=ncc_maps)
+        return cls(raters, valid, samples, personalized, consensus, conv.overlap, float(threshold),
+                   sample_weights=sample_weights, ged_estimator=ged_estimator, ncc_maps=ncc_maps,
+                   ged_form=ged_form or conv.ged, hm_iou_matching=hm_iou_matching or conv.hm_iou,
+                   soft_thresholds=soft_thresholds or conv.soft_dice, convention_name=conv.name)
 
     # ---- sizes -------------------------------------------------------------------------
     @property

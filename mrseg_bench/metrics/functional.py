@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from .context import SOFT_THRESHOLDS, THRESHOLD_ATOL, MetricContext
+from .context import THRESHOLD_ATOL, MetricContext
 from .pairwise import dice_from_counts
 
 Tensor = torch.Tensor
@@ -66,12 +66,15 @@ def ged_ctx(ctx: MetricContext) -> Tensor:
     e_sy = torch.einsum("bn,bnr,br->b", w, 1 - ctx.iou_sy, v) / nv.clamp_min(1)
     e_ss = pair_expectation(1 - ctx.iou_ss, w, w, ctx.ged_estimator)
     e_yy = pair_expectation(1 - ctx.iou_yy, v, v, ctx.ged_estimator)
-    return _nan_where(nv == 0, 2 * e_sy - e_ss - e_yy)
+    squared = 2 * e_sy - e_ss - e_yy
+    value = squared.clamp_min(0).sqrt() if ctx.ged_form == "root" else squared
+    return _nan_where(nv == 0, value)
 
 
 def ged(samples: Tensor, raters: Tensor, rater_valid: Tensor | None = None,
         convention: str = "standard", threshold: float = 0.5,
-        sample_weights: Tensor | None = None, estimator: str = "all_pairs") -> Tensor:
+        sample_weights: Tensor | None = None, estimator: str = "all_pairs",
+        form: str | None = None) -> Tensor:
     """Squared generalised energy distance per case ``[B]``, d(a,b) = 1 - IoU(a,b).
 
     GED^2 = 2 E[d(S,Y)] - E[d(S,S')] - E[d(Y,Y')], S = samples > threshold, Y the valid raters.
@@ -89,24 +92,28 @@ def ged(samples: Tensor, raters: Tensor, rater_valid: Tensor | None = None,
     (|a∨b| + 1e-8), so two empty masks have d = 1, also on the diagonal (the D-Persona code).
     "all_pairs" GED^2 >= 0 (up to ~1e-8): 1 - d is a positive definite (Tanimoto) kernel, so
     it is a squared MMD.
+    ``form`` (default: the convention's, ``"squared"`` for every named convention): ``"root"``
+    returns sqrt(max(GED^2, 0)), GED proper. ``convention`` may name a paper convention
+    (``conventions.CONVENTION_SPECS``); its overlap rule applies.
     """
     return ged_ctx(MetricContext.build(raters, samples=samples, rater_valid=rater_valid,
                                        convention=convention, threshold=threshold,
-                                       sample_weights=sample_weights, ged_estimator=estimator))
+                                       sample_weights=sample_weights, ged_estimator=estimator,
+                                       ged_form=form))
 
 
 # ---------------------------------------------------------------------------------------------
 # Dice_soft
 def _soft_dice(pred: Tensor, target: Tensor, ctx: MetricContext) -> Tensor:
-    """Mean over t in SOFT_THRESHOLDS of Dice(pred > t, target > t); pred/target ``[B,P]``.
-    Loops over the five thresholds only; each step is one vectorised pass. "> t" is strict
+    """Mean over t in ``ctx.soft_thresholds`` of Dice(pred > t, target > t); pred/target ``[B,P]``.
+    Loops over the thresholds only; each step is one vectorised pass. "> t" is strict
     under ``convention="dpersona"`` (the reference code) and "> t + 1e-6" otherwise."""
     dt = ctx.dtype
     a = torch.empty(pred.shape, dtype=dt, device=pred.device)
     b = torch.empty(target.shape, dtype=dt, device=target.device)
     atol = 0.0 if ctx.convention == "dpersona" else THRESHOLD_ATOL
     counts = []  # per threshold: |a|, |b|, |a ∧ b|, each [B]
-    for t in SOFT_THRESHOLDS:
+    for t in ctx.soft_thresholds:
         torch.gt(pred, t + atol, out=a)
         torch.gt(target, t + atol, out=b)
         counts.append(torch.stack([a.sum(-1), b.sum(-1),
@@ -121,7 +128,8 @@ def dice_soft_ctx(ctx: MetricContext) -> Tensor:
 
 
 def dice_soft(samples: Tensor, raters: Tensor, rater_valid: Tensor | None = None,
-              convention: str = "standard", sample_weights: Tensor | None = None) -> Tensor:
+              convention: str = "standard", sample_weights: Tensor | None = None,
+              thresholds: tuple[float, ...] | None = None) -> Tensor:
     """QUBIQ soft Dice per case ``[B]``: mean over t in {0.1,0.3,0.5,0.7,0.9} of
     Dice(mean_i S_i > t, mean_j Y_j > t), with the SOFT samples (not binarised) and the mean
     over valid raters; ``sample_weights``: the weighted mean sum_i w_i S_i.
@@ -129,9 +137,12 @@ def dice_soft(samples: Tensor, raters: Tensor, rater_valid: Tensor | None = None
     whatever the float rounding. ``"dpersona"``: strict "> t" on the float32 means, exactly as
     the D-Persona code. Both thresholded maps empty -> Dice 1 (either convention; the D-Persona
     code's +1e-8 under ``convention="dpersona"``).
+    ``thresholds`` (default: the convention's; ``(0.5,)`` under ``"flowssn"``): the set averaged
+    over; a single threshold gives Dice(mean_i S_i > t, mean_j Y_j > t).
     """
     return dice_soft_ctx(MetricContext.build(raters, samples=samples, rater_valid=rater_valid,
-                                             convention=convention, sample_weights=sample_weights))
+                                             convention=convention, sample_weights=sample_weights,
+                                             soft_thresholds=thresholds))
 
 
 # ---------------------------------------------------------------------------------------------

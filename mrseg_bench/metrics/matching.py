@@ -152,19 +152,23 @@ def _replicated_matched_mean(mat: np.ndarray) -> float:
 def hm_iou_ctx(ctx: MetricContext) -> Tensor:
     m = ctx.iou_sy.detach().to("cpu", torch.float64).numpy()  # [B,N,R]
     valid = ctx.rater_valid.cpu().numpy()
-    out = [_replicated_matched_mean(m[b][:, valid[b]]) if valid[b].any() else math.nan
-           for b in range(m.shape[0])]
+    match = _matched_mean if ctx.hm_iou_matching == "best_of_n" else _replicated_matched_mean
+    out = [match(m[b][:, valid[b]]) if valid[b].any() else math.nan for b in range(m.shape[0])]
     return _per_case(out, ctx.iou_sy)
 
 
 def hm_iou(samples: Tensor, raters: Tensor, rater_valid: Tensor | None = None,
-           convention: str = "standard", threshold: float = 0.5) -> Tensor:
+           convention: str = "standard", threshold: float = 0.5, matching: str | None = None) -> Tensor:
     """Hungarian-matched IoU per case ``[B]`` (Kohl et al. 2019, MoSE): the N samples and the R
     valid raters are each replicated to L = lcm(N, R) copies (when one count divides the other
     this replicates the smaller set only), matched one-to-one maximising total IoU, and the L
-    matched IoUs averaged. Two empty masks: IoU 1 ("standard") or 0 ("dpersona")."""
+    matched IoUs averaged. Two empty masks: IoU 1 ("standard") or 0 ("dpersona").
+    ``matching`` (default: the convention's): ``"replicate"`` as above; ``"best_of_n"`` (the
+    Flow-SSN code, ``convention="flowssn"``): the N x R IoU matrix matched directly, the mean over
+    the min(N, R) matched pairs, so with N > R only the R best-matched samples count."""
     return hm_iou_ctx(MetricContext.build(raters, samples=samples, rater_valid=rater_valid,
-                                          convention=convention, threshold=threshold))
+                                          convention=convention, threshold=threshold,
+                                          hm_iou_matching=matching))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from ..types import Capability, Prediction
 from . import functional as F
 from . import matching as M
 from .context import GED_ESTIMATORS, NCC_MAPS, MetricContext, check_option
-from .pairwise import check_convention
+from .conventions import resolve_convention
 
 Tensor = torch.Tensor
 
@@ -165,13 +165,14 @@ def _as_capabilities(caps: Iterable[Capability | str]) -> frozenset[Capability]:
 class MetricSuite:
     """Scores the metrics named (comma list / fnmatch patterns / sequence; default: all
     registered) on the outputs a prediction declares (``pred.sample_weights`` included).
-    ``ged_estimator`` ("all_pairs" | "distinct") and ``ncc_maps`` ("soft" | "binary"): see
-    ``functional.ged`` and ``functional.ncc``."""
+    ``convention``: a name of ``conventions.CONVENTION_SPECS`` (standard, dpersona, phiseg,
+    ccdm, flowssn); ``ged_estimator`` ("all_pairs" | "distinct") and ``ncc_maps`` ("soft" |
+    "binary"): see ``functional.ged`` and ``functional.ncc``."""
 
     def __init__(self, names: Sequence[str] | str | None = None, convention: str = "standard",
                  threshold: float = 0.5, ged_estimator: str = "all_pairs",
                  ncc_maps: str = "soft") -> None:
-        self.convention = check_convention(convention)
+        self.convention = resolve_convention(convention).name  # a paper's name (conventions.py)
         self.ged_estimator = check_option("ged_estimator", ged_estimator, GED_ESTIMATORS)
         self.ncc_maps = check_option("ncc_maps", ncc_maps, NCC_MAPS)
         if not 0.0 <= float(threshold) < 1.0:

@@ -39,6 +39,9 @@ PROFILE_COLUMNS: tuple[ProfileColumn, ...] = (
     ProfileColumn("peak_memory_train_mb", "Peak mem train (MB)", False, ".0f", table="cost_detail"),
     ProfileColumn("peak_memory_baseline_mb", "Mem baseline (MB)", None, ".0f", table="cost_detail"),
     ProfileColumn("train_images_per_s_run", "Run train img/s", True, ".1f", table="cost_detail"),
+    # iterative samplers (CCDM): ms per sample at the preset's and at the published step count
+    ProfileColumn("sample_ms", "Sample (ms, preset steps)", False, ".1f", table="cost_detail"),
+    ProfileColumn("sample_ms_published_steps", "Sample (ms, published steps)", False, ".1f", table="cost_detail"),
 )
 _PROFILE = {c.key: c for c in PROFILE_COLUMNS}
 _STAGE_PREFIXES = {"train_images_per_s_": ("Train img/s {} (profiled)", True, ".1f"),

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ..metrics.conventions import convention_caption
 from .aggregate import case_values, profile_values, run_means, seed_stats
 from .columns import (
     Column,
@@ -243,9 +244,11 @@ def _seed_text(seeds: pd.Series) -> str:
 
 
 def _caption(kind: str, key: dict, reference: str | None, alpha: float, significance: bool,
-             seeds: pd.Series | None = None, tested: list[str] | None = None) -> str:
+             seeds: pd.Series | None = None, tested: list[str] | None = None,
+             n_values: list[int] | None = None) -> str:
     """Short caption: what, where, and the settings a reader must know. ``seeds``: seeds per
-    row; ``tested``: the rows tested against ``reference`` (None: every row)."""
+    row; ``tested``: the rows tested against ``reference`` (None: every row); ``n_values``: the
+    rows' sample counts N (diversity)."""
     proto = str(key["protocol"])
     where = [f"experiment {key['experiment']}"] if str(key["experiment"]) != "default" else []
     if proto != "default":
@@ -254,6 +257,7 @@ def _caption(kind: str, key: dict, reference: str | None, alpha: float, signific
     if kind in ("diversity", "diversity_match"):
         parts.append(f"GED: {GED_ESTIMATOR_TEXT.get(key['ged_estimator'], key['ged_estimator'])}, "
                      f"convention {key['convention']}; NCC: {NCC_TEXT.get(key['ncc_maps'], key['ncc_maps'])}.")
+        parts.append(convention_caption(str(key["convention"]), n_values))
     elif not kind.startswith("cost") and key["convention"] != "standard":
         parts.append(f"Convention {key['convention']}.")
     seeds = pd.Series(dtype=float) if seeds is None else seeds
@@ -402,11 +406,14 @@ def _table(kind: str, key: dict, rows: list[str], columns: list[Column], stats: 
     if per_rater and kind != "personalization" and legend:
         notes.insert(0, legend)
     marks: dict[str, str] = {}
+    n_values: list[int] | None = None
     if kind in ("diversity", "diversity_match"):
         from ..metrics import N_SAMPLES_METRIC
 
         full = grid(stats, "mean") if N_SAMPLES_METRIC not in keys else mean
         marks, note = _n_marks(full, shown) if N_SAMPLES_METRIC in full.columns else ({}, "")
+        if N_SAMPLES_METRIC in full.columns:
+            n_values = [round(v) for v in full.loc[shown, N_SAMPLES_METRIC].dropna()]
         if note:
             notes.append(note)
     if significance and ref is None and (requested or reference):
@@ -419,7 +426,7 @@ def _table(kind: str, key: dict, rows: list[str], columns: list[Column], stats: 
         notes.append(f"No significance test (fewer than {MIN_SEEDS_FOR_SIGNIFICANCE} seeds): {', '.join(untested)}.")
     return Table(kind, str(key["dataset"]), str(key["experiment"]), shown, columns, mean, std, n,
                  pvalue, available, txt, _caption(kind, key, ref, alpha, significance and ref is not None,
-                                                  seeds, tested),
+                                                  seeds, tested, n_values),
                  ref, alpha, notes, marks, _group_stem(key), rater_names=names)
 
 
