@@ -26,7 +26,7 @@ def thread_budget(cores: int, concurrent: int = 1, requested: int = 0) -> int:
     """Threads for one run: ``requested`` if >= 1, else ``max(1, cores // concurrent)``."""
     if requested >= 1:
         return int(requested)
-    return max(1, int(cores) // max(int(concurrent), 1))
+    return max(1, int(cores or 1) // max(int(concurrent), 1))
 
 
 def _positive_int(value: str | None) -> int | None:
