@@ -74,6 +74,16 @@ _OPT_SET = typer.Option([], "--set", "-s", help="Override: key=value, method.key
 _OPT_DEVICE = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N | mps (default: preset's, else auto).")
 _OPT_PRECISION = typer.Option(None, "--precision", help="auto | bf16 | fp32 (auto: bf16 on CUDA, fp32 elsewhere).")
 _OPT_CHANNELS_LAST = typer.Option(False, "--channels-last", help="channels_last memory format (same as --set run.channels_last=true).")
+# executor options shared by `run` and `tune` (a tune trial is a run)
+_OPT_RAY_ADDRESS = typer.Option(None, "--ray-address", help="Ray cluster to join: auto | HOST:PORT (default: start a local one).")
+_OPT_RAY_CPUS = typer.Option(1.0, "--ray-num-cpus", help="CPUs each Ray task (one run) asks for.")
+_OPT_RAY_GPUS = typer.Option(None, "--ray-num-gpus", "--gpus-per-run", help="GPUs each Ray task (one run) asks for: a fraction packs several runs on one GPU (0.25: four per GPU), or a whole number (default: 1 when the cluster has GPUs, else 0).")
+_OPT_SLURM_PARTITION = typer.Option(None, "--slurm-partition", help="Slurm partition of the job array.")
+_OPT_SLURM_GPUS = typer.Option(1, "--slurm-gpus-per-task", help="GPUs per array task (one run).")
+_OPT_SLURM_CPUS = typer.Option(4, "--slurm-cpus-per-task", help="CPUs per array task.")
+_OPT_SLURM_TIME = typer.Option("4:00:00", "--slurm-time", help="Time limit per task: MINUTES, HH:MM:SS or D-HH:MM:SS; a task that reaches it is requeued and resumes.")
+_OPT_SLURM_PARALLEL = typer.Option(16, "--slurm-array-parallelism", help="Array tasks running at once.")
+_OPT_SLURM_CLUSTER = typer.Option("slurm", "--slurm-cluster", hidden=True, help="'local': run the job array as local processes (submitit's LocalExecutor; tests).")
 _OPT_COMPILE = typer.Option(False, "--compile", help="torch.compile the model (same as --set run.compile=true).")
 _OPT_GRAD_CLIP = typer.Option(None, "--grad-clip", help="Clip the global gradient norm (same as --set run.grad_clip=X).")
 _OPT_OUT = typer.Option(Path("runs"), "--out", "-o", help="Experiment folder root.")
@@ -122,15 +132,15 @@ def run(
     report: bool = typer.Option(True, "--report/--no-report", help="Write the report tables into <out>/report/."),
     executor: str = typer.Option("local", "--executor", help="local (runs on this machine, --jobs at a time) | ray (one Ray task per run) | slurm (a submitit job array). With ray/slurm, --out must be on storage every worker shares."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Local executor: runs at a time, each in its own worker process with cores // JOBS torch threads (run.num_threads overrides); 1: one after another in this process."),
-    ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster to join: auto | HOST:PORT (default: start a local one)."),
-    ray_num_cpus: float = typer.Option(1.0, "--ray-num-cpus", help="CPUs each Ray task asks for."),
-    ray_num_gpus: float | None = typer.Option(None, "--ray-num-gpus", "--gpus-per-run", help="GPUs each Ray task asks for: a fraction packs several runs on one GPU (0.25: four per GPU), or a whole number (default: 1 when the cluster has GPUs, else 0)."),
-    slurm_partition: str | None = typer.Option(None, "--slurm-partition", help="Slurm partition of the job array."),
-    slurm_gpus_per_task: int = typer.Option(1, "--slurm-gpus-per-task", help="GPUs per array task (one run)."),
-    slurm_cpus_per_task: int = typer.Option(4, "--slurm-cpus-per-task", help="CPUs per array task."),
-    slurm_time: str = typer.Option("4:00:00", "--slurm-time", help="Time limit per task: MINUTES, HH:MM:SS or D-HH:MM:SS; a task that reaches it is requeued and resumes."),
-    slurm_array_parallelism: int = typer.Option(16, "--slurm-array-parallelism", help="Array tasks running at once."),
-    slurm_cluster: str = typer.Option("slurm", "--slurm-cluster", hidden=True, help="'local': run the job array as local processes (submitit's LocalExecutor; tests)."),
+    ray_address: str | None = _OPT_RAY_ADDRESS,
+    ray_num_cpus: float = _OPT_RAY_CPUS,
+    ray_num_gpus: float | None = _OPT_RAY_GPUS,
+    slurm_partition: str | None = _OPT_SLURM_PARTITION,
+    slurm_gpus_per_task: int = _OPT_SLURM_GPUS,
+    slurm_cpus_per_task: int = _OPT_SLURM_CPUS,
+    slurm_time: str = _OPT_SLURM_TIME,
+    slurm_array_parallelism: int = _OPT_SLURM_PARALLEL,
+    slurm_cluster: str = _OPT_SLURM_CLUSTER,
 ) -> None:
     """Train, evaluate and profile the grid methods x datasets x seeds; store and report results.
 
@@ -288,15 +298,15 @@ def tune(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
     executor: str = typer.Option("local", "--executor", help="local | ray | slurm, as for run; with ray/slurm, --out must be on storage every worker shares."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Local executor: trials at a time, each in its own worker process; 1: in this process."),
-    ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster to join: auto | HOST:PORT (default: start a local one)."),
-    ray_num_cpus: float = typer.Option(1.0, "--ray-num-cpus", help="CPUs each Ray task asks for."),
-    ray_num_gpus: float | None = typer.Option(None, "--ray-num-gpus", help="GPUs each Ray task asks for."),
-    slurm_partition: str | None = typer.Option(None, "--slurm-partition", help="Slurm partition of the job array."),
-    slurm_gpus_per_task: int = typer.Option(1, "--slurm-gpus-per-task", help="GPUs per array task (one trial)."),
-    slurm_cpus_per_task: int = typer.Option(4, "--slurm-cpus-per-task", help="CPUs per array task."),
-    slurm_time: str = typer.Option("4:00:00", "--slurm-time", help="Time limit per task (MINUTES, HH:MM:SS or D-HH:MM:SS)."),
-    slurm_array_parallelism: int = typer.Option(16, "--slurm-array-parallelism", help="Array tasks running at once."),
-    slurm_cluster: str = typer.Option("slurm", "--slurm-cluster", hidden=True, help="'local': submitit's LocalExecutor (tests)."),
+    ray_address: str | None = _OPT_RAY_ADDRESS,
+    ray_num_cpus: float = _OPT_RAY_CPUS,
+    ray_num_gpus: float | None = _OPT_RAY_GPUS,
+    slurm_partition: str | None = _OPT_SLURM_PARTITION,
+    slurm_gpus_per_task: int = _OPT_SLURM_GPUS,
+    slurm_cpus_per_task: int = _OPT_SLURM_CPUS,
+    slurm_time: str = _OPT_SLURM_TIME,
+    slurm_array_parallelism: int = _OPT_SLURM_PARALLEL,
+    slurm_cluster: str = _OPT_SLURM_CLUSTER,
 ) -> None:
     """Tune each method's search space on the validation split, every method on the same budget
     (docs/tuning.md); writes <out>/<experiment>/tune/{best.toml,trials.csv,objective.png,summary.md}.

@@ -48,7 +48,7 @@ def _files(root: Path) -> list[Path]:
     (["--methods", "toy", "--device", "tpu"], "choose auto|cpu|cuda"),
     (["--methods", "toy", "--precision", "fp8"], "precision='fp8' is not one of ['auto', 'bf16', 'fp32']"),
     (["--methods", "toy", "--set", "run.protocol=mine"], "run.protocol='mine' is not valid; choose default, dpersona"),
-    (["--methods", "toy", "--set", "run.convention=mine"], "convention must be one of ['standard', 'dpersona']"),
+    (["--methods", "toy", "--set", "run.convention=mine"], "convention must be one of ['standard', 'dpersona', 'phiseg', 'ccdm', 'flowssn']"),
     (["--methods", "toy", "--set", "run.metrics=ged,nope"], "unknown metric 'nope'; known:"),
 ])
 def test_bad_input_exits_2_one_line_writes_nothing(toy_env, args, needle):
@@ -199,7 +199,7 @@ def _cli(tmp: Path, site: Path, *args: str, env_extra: dict | None = None, quiet
 
 
 @pytest.mark.slow
-def test_plugin_sigkill_resume_and_two_processes_sharing_a_store(tmp_path):
+def test_plugin_sigkill_resume_and_two_processes_sharing_a_store(tmp_path, monkeypatch):
     """A third-party method (entry point) runs through ``mrseg-bench run``; a run SIGKILLed
     mid-epoch leaves nothing in the store and, rerun, resumes from its checkpoint to the same
     metrics and weights as a straight run, while a second process writes the same store."""
@@ -211,7 +211,9 @@ def test_plugin_sigkill_resume_and_two_processes_sharing_a_store(tmp_path):
     # 16 cases -> 10 train (3 batches) + 1 val batch per epoch: call 7 is inside epoch 1 of stage1
     victim = _cli(tmp_path, site, "--out", str(tmp_path / "b"), "--store", str(tmp_path / "b.sqlite"),
                   env_extra={"MRSEG_TOY_HANG_AFTER": "7", "MRSEG_TOY_MARKER": str(marker)})
-    # meanwhile, the straight run of the same config in this process
+    # meanwhile, the straight run of the same config in this process, on the subprocesses' one
+    # thread (run.num_threads=0 takes OMP_NUM_THREADS): another float summation order would differ
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     toys.register()
     try:
         plan = plan_grid("toy", "toyset", [0], str(tmp_path / "toy.toml"))

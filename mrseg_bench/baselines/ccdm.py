@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +44,7 @@ from torch import nn
 
 from ..method import Method, MethodInfo, Stage
 from ..registry import register_method
+from ..tune.space import Range, log_uniform
 from ..types import Capability, DatasetInfo, MultiRaterBatch, Prediction
 from .adm_unet import ADMUNet
 from .common import check_batch, check_io, draw_valid_rater, remember_io
@@ -132,6 +133,11 @@ class CCDMConfig(ScheduledConfig):
     """U-Net sizes (``unet_channels``, ``unet_mult``, ``res_blocks``, ``attention_ds``, ``head_dim``,
     ``dropout``), T = ``diffusion_steps`` (training and the schedule), S = ``sample_steps``
     (network evaluations per sample; <= T), ``sample_chunk`` (image, sample) pairs per pass."""
+
+    SEARCH_SPACE: ClassVar[dict[str, Range]] = {  # mrseg_bench.tune.space; docs/tuning.md
+        "lr": log_uniform(1e-5, 1e-3, "paper: Adam 1e-4 (docs/more_methods.md); a decade either side (our reasoning)"),
+    }
+
 
     lr: float = 1e-4
     schedule: Literal["cosine", "poly", "plateau", "constant"] = "poly"

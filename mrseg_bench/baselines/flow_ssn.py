@@ -37,13 +37,14 @@ two middle ResBlocks at 256 (tests/test_new_methods.py recounts it by formula).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
 
 from ..method import Method, MethodInfo, Stage
 from ..registry import register_method
+from ..tune.space import Range, log_uniform
 from ..types import Capability, DatasetInfo, MultiRaterBatch, Prediction
 from .adm_unet import ADMUNet
 from .common import check_batch, check_io, draw_valid_rater, remember_io
@@ -113,6 +114,12 @@ class FlowSSNConfig(ScheduledConfig):
     """Base and flow U-Net sizes, dropout, base sigma (``base_std``, or learned with
     ``learn_std``), ``train_samples`` = M draws per step, ``sample_steps`` Euler steps (NFE) per
     sample, ``sample_chunk`` (image, sample) pairs per flow pass."""
+
+    SEARCH_SPACE: ClassVar[dict[str, Range]] = {  # mrseg_bench.tune.space; docs/tuning.md
+        "lr": log_uniform(1e-5, 1e-3, "paper: AdamW 1e-4 (docs/more_methods.md); a decade either side (our reasoning)"),
+        "base_std": log_uniform(0.5, 2.0, "paper: base distribution sigma 1 (docs/more_methods.md); a factor of 2 either side (our reasoning)"),
+    }
+
 
     lr: float = 1e-4
     weight_decay: float = 1e-4

@@ -37,13 +37,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
 
 from ..method import Method, MethodInfo, Stage
 from ..registry import register_method
+from ..tune.space import Range, integer, log_uniform
 from ..types import Capability, DatasetInfo, MultiRaterBatch, Prediction
 from .blocks import check_divisible, conv_bn_relu
 from .common import check_batch, check_io, draw_valid_rater, remember_io
@@ -113,6 +114,12 @@ class SSNConfig(ScheduledConfig):
     ``head_layers`` x ``head_width`` channels, covariance ``rank``, ``train_samples`` = M
     Monte-Carlo draws per step, ``log_diag_max`` (inf: no clamp), ``sample_chunk`` (image,
     sample) pairs per decoding pass."""
+
+    SEARCH_SPACE: ClassVar[dict[str, Range]] = {  # mrseg_bench.tune.space; docs/tuning.md
+        "lr": log_uniform(1e-4, 1e-2, "paper: Adam 1e-3 (docs/more_methods.md); a decade either side (our reasoning)"),
+        "rank": integer(2, 20, "paper: rank 10 (docs/more_methods.md); 2 to 20 around it (our reasoning)"),
+    }
+
 
     lr: float = 1e-3
     schedule: Literal["cosine", "poly", "plateau", "constant"] = "constant"
