@@ -6,7 +6,8 @@ in /proc/cpuinfo on Linux, ``sysctl machdep.cpu.brand_string`` on macOS, else
 ``platform.processor()``/``platform.machine()``), ``gpu_name`` (CUDA device name, ``"Apple MPS"``,
 or None on CPU), ``torch``, ``cuda`` (torch's CUDA version or None), ``cudnn`` (version or None),
 ``device_name`` (the GPU name on a GPU, the CPU model on CPU: what a table's device column shows),
-``load_avg_1m`` (the 1-minute load average when captured, ``os.getloadavg``; None where unknown).
+``load_avg_1m`` (the 1-minute load average before the run's local grid started, else when captured:
+``load_average``; None where unknown).
 """
 
 from __future__ import annotations
@@ -72,9 +73,22 @@ def hardware_info(device: torch.device | str) -> dict[str, Any]:
     }
 
 
-def load_average() -> float | None:
-    """The 1-minute load average (None where the OS has none)."""
+GRID_LOAD_ENV = "MRSEG_BENCH_LOAD_AT_GRID_START"
+
+
+def current_load() -> float | None:
+    """The 1-minute load average now (None where the OS has none)."""
     try:
         return round(float(os.getloadavg()[0]), 2)
     except (OSError, AttributeError):
         return None
+
+
+def load_average() -> float | None:
+    """The load a run started under: ``MRSEG_BENCH_LOAD_AT_GRID_START`` when the local executor
+    set it (the 1-minute load average before its grid started, so a run does not count the runs
+    of its own grid that ran just before it), else ``current_load()``."""
+    try:
+        return round(float(os.environ[GRID_LOAD_ENV]), 2)
+    except (KeyError, ValueError):
+        return current_load()

@@ -19,6 +19,7 @@ import os
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 
+from ..engine.hardware import GRID_LOAD_ENV, current_load
 from ..engine.threads import available_cores, thread_budget
 from ..interrupts import RunInterrupted, catch_signals
 from .base import TaskOutcome, call_worker, failed, outcome_from, register_executor
@@ -115,6 +116,13 @@ def run_local(specs, out, options, progress) -> list[TaskOutcome]:
     """The specs on this machine, ``options.local.jobs`` at a time (see the module docstring)."""
     if options.local.jobs < 1:
         raise ValueError(f"--jobs {options.local.jobs}: must be at least 1")
-    if options.local.jobs == 1 or len(specs) <= 1:
-        return _in_process(specs, out, options, progress)
-    return _in_pool(specs, out, options, progress)
+    previous = os.environ.get(GRID_LOAD_ENV)
+    if previous is None and (load := current_load()) is not None:
+        os.environ[GRID_LOAD_ENV] = str(load)  # the load before this grid, read by every run (and pool process)
+    try:
+        if options.local.jobs == 1 or len(specs) <= 1:
+            return _in_process(specs, out, options, progress)
+        return _in_pool(specs, out, options, progress)
+    finally:
+        if previous is None:
+            os.environ.pop(GRID_LOAD_ENV, None)
