@@ -87,8 +87,9 @@ def test_engine_flags_are_validated_before_anything_runs(tmp_path):
 
 def test_tune_on_a_local_ray_cluster(tmp_path):
     pytest.importorskip("ray", reason='needs the ray extra: pip install "mrseg-bench[ray]"')
-    optuna = pytest.importorskip("optuna")
     import csv
+
+    import optuna
 
     from mrseg_bench.presets import load_preset
     from mrseg_bench.tune.study import open_storage

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import optuna  # a dependency of mrseg-bench (tune): never skipped
 import pytest
 import test_engine_toys as toys
 from typer.testing import CliRunner
@@ -22,8 +23,6 @@ from mrseg_bench.registry import METHODS
 from mrseg_bench.run import plan_grid
 from mrseg_bench.tune.objective import Objective, objective_for, select_rule, trial_value
 from mrseg_bench.tune.space import Range, effective_space
-
-optuna = pytest.importorskip("optuna")
 
 REPO = Path(__file__).resolve().parents[1]
 TUNE = """
