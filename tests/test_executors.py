@@ -103,7 +103,7 @@ def test_half_a_gpu_per_run_packs_two_runs_on_one_gpu(tmp_path):
         def intervals(share, out):
             out.mkdir()
             specs = [{"name": "a", "sleep": 5}, {"name": "b", "sleep": 5}]
-            outcomes = execute("ray", specs, out, ExecutorOptions(worker=TOY, num_cpus=1, num_gpus=share))
+            outcomes = execute("ray", specs, out, ExecutorOptions(worker=TOY, ray=RayOptions(num_cpus=1, num_gpus=share)))
             assert [o.status for o in outcomes] == ["done", "done"]
             return [json.loads((out / f"{n}.json").read_text()) for n in ("a", "b")]
 
