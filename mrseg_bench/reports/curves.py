@@ -5,9 +5,8 @@ epoch, read from each run folder's ``train_log.jsonl``; seeds overlaid, best epo
 (a row label of ``runs``) whose run folders hold a log: three panels against the epoch, the
 stages one after another (a dotted line where a stage starts); one line per seed; a star on
 each stage's best epoch (from ``result.json``'s ``selection``, else the log's best selection
-value). The selection panel names each stage's metric and direction.
-``curves_section(runs, methods, out_dir, group, md)`` writes them and appends their Markdown to
-``md``: the report's one-line hook.
+value). The selection panel names each stage's metric and direction. The report draws them as
+one of its figures (``reports.report``: a figure that cannot be drawn is a warning).
 """
 
 from __future__ import annotations
@@ -137,13 +136,3 @@ def learning_curves(runs: pd.DataFrame, methods: list[str], stem: Path, title: s
         mine = runs[runs["row"] == method].sort_values("seed")
         out += _method_figure(method, mine, Path(f"{stem}_{_safe(method)}"), title)
     return out
-
-
-def curves_section(runs: pd.DataFrame, methods: list[str], out_dir: Path, group: str, title: str,
-                   md: list[str]) -> list[Path]:
-    """Write the learning curves of a table group and append their Markdown to ``md``."""
-    paths = learning_curves(runs, methods, Path(out_dir) / f"{group}_curves", title)
-    pngs = [p for p in paths if p.suffix == ".png"]
-    if pngs:
-        md.append("### Learning curves\n\n" + "\n".join(f"![Learning curves]({p.name})" for p in pngs) + "\n")
-    return paths

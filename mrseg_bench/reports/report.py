@@ -31,7 +31,7 @@ import pandas as pd
 from ..paths import check_run_names
 from .aggregate import case_values, intervals, profile_values, run_means, seed_stats
 from .cells import csv_frame
-from .curves import curves_section
+from .curves import learning_curves
 from .figures import per_rater_bars, qualitative_grid, throughput_scatter
 from .latex import check_latex, render_latex
 from .loader import Results, load_results
@@ -115,8 +115,9 @@ def _figure(title: str, draw: Callable[[], list[Path]], group: str, md: list[str
         log(f"figure {title!r} of {group} not drawn ({why})")
         md.append(f"### {title}\n\n*Figure not drawn: {escape_md(why)}*\n")
         return []
-    if paths:
-        md.append(f"### {title}\n\n![{title}]({paths[0].name})\n")
+    links = [p for p in paths if p.suffix == ".png"] or paths[:1]  # one link per drawn figure
+    if links:
+        md.append(f"### {title}\n\n" + "\n".join(f"![{title}]({p.name})" for p in links) + "\n")
     return paths
 
 
@@ -168,16 +169,12 @@ def _write_all(results: Results, tables: list[Table], store_path: Path, out_dir:
                 references=reference_frame(results.references, ids)[0], rater_names=names),
             "Qualitative examples": partial(
                 _qualitative, results, runs, first.reference, out_dir / f"{group}_qualitative", notes, names),
+            "Learning curves": partial(
+                learning_curves, runs, methods, out_dir / f"{group}_curves", f"{first.dataset} ({first.preset})"),
         }
         drawn = {title: _figure(title, draw, group, md, log) for title, draw in figs.items()}
         for paths in drawn.values():
             written += paths
-        curve_md: list[str] = []
-        curves = _figure("Learning curves", partial(curves_section, runs, methods, out_dir, group,
-                                                    f"{first.dataset} ({first.preset})", curve_md), group, md, log)
-        if curves:  # curves_section wrote one link per method; keep those instead of _figure's one
-            md[-1:] = curve_md
-        written += curves
         if not drawn["Qualitative examples"] and not any("Qualitative" in m and "not drawn" in m for m in md):
             notes.append(f"qualitative grid: no run folder holds {QUALITATIVE_FILE}")
         md += [f"- {escape_md(n)}" for n in notes] + [""]
