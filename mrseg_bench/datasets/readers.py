@@ -20,10 +20,11 @@ its data uncompressed, so its size is the file's).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from .limits import env_limit
 
 PIL_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 ARRAY_EXTS = (".npy", ".nii", ".nii.gz")
@@ -34,16 +35,8 @@ DEFAULT_MAX_VOXELS = 2**28
 
 def max_voxels() -> int:
     """The voxel cap for one NIfTI file: ``$MRSEG_MAX_VOXELS`` or ``DEFAULT_MAX_VOXELS``."""
-    text = os.environ.get(MAX_VOXELS_ENV, "").strip()
-    if not text:
-        return DEFAULT_MAX_VOXELS
-    try:
-        value = int(float(text))
-    except ValueError:
-        raise ValueError(f"{MAX_VOXELS_ENV}={text!r}: expected a number of voxels") from None
-    if value < 1:
-        raise ValueError(f"{MAX_VOXELS_ENV}={text!r}: must be >= 1")
-    return value
+    value = env_limit(MAX_VOXELS_ENV, 1, "voxels")
+    return DEFAULT_MAX_VOXELS if value is None else value
 
 
 def load_nifti(path: Path):

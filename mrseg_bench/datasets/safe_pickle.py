@@ -35,11 +35,12 @@ from __future__ import annotations
 import importlib
 import io
 import math
-import os
 import pickle
 import struct
 from pathlib import Path
 from typing import Any
+
+from .limits import env_limit
 
 _NUMPY_ALLOWED = {
     ("multiarray", "_reconstruct"),
@@ -71,16 +72,8 @@ class PickleBombError(UnsafePickleError):
 
 def default_max_bytes(file_size: int) -> int:
     """The allocation budget for a pickle of ``file_size`` bytes (see the module doc)."""
-    env = os.environ.get(MAX_BYTES_ENV, "").strip()
-    if env:
-        try:
-            value = int(float(env))
-        except ValueError:
-            raise ValueError(f"{MAX_BYTES_ENV}={env!r}: expected a number of bytes") from None
-        if value < 0:
-            raise ValueError(f"{MAX_BYTES_ENV}={env!r}: must be >= 0")
-        return value
-    return max(MIN_MAX_BYTES, FILE_SIZE_FACTOR * int(file_size))
+    value = env_limit(MAX_BYTES_ENV, 0, "bytes")
+    return max(MIN_MAX_BYTES, FILE_SIZE_FACTOR * int(file_size)) if value is None else value
 
 
 def _as_shape(shape: Any) -> tuple[int, ...] | None:
