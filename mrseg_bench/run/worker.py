@@ -245,7 +245,8 @@ def _poll(stop: Callable[[], str | None]) -> None:
         raise TrainingStopped(reason, None)
 
 
-def _delete_last(spec: RunSpec, run_dir: Path, kind: str = "last") -> None:
+def _delete_checkpoints(spec: RunSpec, run_dir: Path, kind: str) -> None:
+    """Delete each stage's ``kind`` ("last" or "best") checkpoint of a finished run."""
     for s in spec.method_obj.stages():
         checkpoint_path(run_dir, s.name, kind).unlink(missing_ok=True)
 
@@ -293,9 +294,9 @@ def _attempt(spec: RunSpec, dataset, work_dir: Path, run_dir: Path, quiet: bool,
     except Exception as exc:  # noqa: BLE001 - one failing run must not stop the grid
         return _record_failure(spec, row, work_dir, exc, t_start, log)
     if not spec.run_cfg.keep_last:
-        _delete_last(spec, work_dir)
+        _delete_checkpoints(spec, work_dir, "last")
     if not spec.run_cfg.keep_best:
-        _delete_last(spec, work_dir, "best")
+        _delete_checkpoints(spec, work_dir, "best")
     return Outcome(spec, Status.DONE, run_id, run_dir=run_dir, result=result)
 
 
