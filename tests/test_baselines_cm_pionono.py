@@ -253,7 +253,7 @@ def test_presets_reach_the_new_methods():
         assert spec.method_obj.cfg.encoder_name == "resnet18"
         assert sum(s.epochs for s in spec.method_obj.stages()) <= 2
     default = {s.method: s.method_obj for s in plan_grid("cm.*", "synthetic", [0], "default", device="cpu").specs}
-    assert [(s.name, s.epochs) for s in default["cm.global"].stages()] == [("warmup", 1), ("train", 30)]
+    assert [(s.name, s.epochs) for s in default["cm.global"].stages()] == [("warmup", 1), ("train", 16)]
 
 
 def test_list_command_shows_new_methods_and_the_degenerate_note():
