@@ -131,7 +131,8 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or tables."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write the report tables into <out>/report/."),
     executor: str = typer.Option("local", "--executor", help="local (runs on this machine, --jobs at a time) | ray (one Ray task per run) | slurm (a submitit job array). With ray/slurm, --out must be on storage every worker shares."),
-    jobs: int = typer.Option(1, "--jobs", "-j", help="Local executor: runs at a time, each in its own worker process with cores // JOBS torch threads (run.num_threads overrides); 1: one after another in this process."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Local executor: runs at a time, each in its own worker process with cores // JOBS torch threads (run.num_threads overrides); 1: one after another in this process. With GPUs (device auto/cuda) the worker processes are placed on them round-robin."),
+    one_gpu: int | None = typer.Option(None, "--one-gpu", help="Local --jobs: place every worker process on this GPU (index among the visible ones) instead of round-robin, to pack several runs on one large GPU."),
     ray_address: str | None = _OPT_RAY_ADDRESS,
     ray_num_cpus: float = _OPT_RAY_CPUS,
     ray_num_gpus: float | None = _OPT_RAY_GPUS,
@@ -160,6 +161,9 @@ def run(
     exec_opts = _executor_options(executor, jobs, ray_address, ray_num_cpus, ray_num_gpus, slurm_partition,
                                   slurm_gpus_per_task, slurm_cpus_per_task, slurm_time, slurm_array_parallelism,
                                   slurm_cluster, force)
+    if one_gpu is not None and (one_gpu < 0 or executor != "local"):
+        raise _usage(f"--one-gpu {one_gpu}: give a GPU index >= 0, with --executor local")
+    exec_opts.local.one_gpu = one_gpu
     _check_out_dir(out, "--out")
     plan = _plan(methods, dataset, data_root, preset, seeds, set_, device, precision, channels_last, compile_,
                  grad_clip, experiment)

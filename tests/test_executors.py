@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from mrseg_bench.executors import ExecutorOptions, RayOptions, SlurmOptions, execute
+from mrseg_bench.executors import ExecutorOptions, LocalOptions, RayOptions, SlurmOptions, execute
 
 TOY = "mrseg_bench.executors.testing:echo_worker"
 SPECS = [{"name": "a"}, {"name": "b", "fail": True}, {"name": "c"}]
@@ -116,3 +116,31 @@ def test_half_a_gpu_per_run_packs_two_runs_on_one_gpu(tmp_path):
         assert second["started"] >= first["finished"] - 0.05  # one GPU, one run at a time
     finally:
         ray.shutdown()
+
+
+def _visible_devices_seen(out):
+    return sorted(json.loads(p.read_text())["cuda_visible_devices"] for p in out.glob("*.json"))
+
+
+@pytest.mark.parametrize(("one_gpu", "expected"), [(None, ["0", "1"]), (1, ["1", "1"])])
+def test_jobs_place_their_worker_processes_on_the_gpus(tmp_path, monkeypatch, one_gpu, expected):
+    """--jobs 2 with 2 (faked) GPUs: one worker process per GPU, or both on --one-gpu."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    specs = [{"name": n, "sleep": 1.0} for n in ("a", "b")]  # both running at once: one per process
+    opts = ExecutorOptions(worker=TOY, local=LocalOptions(jobs=2, gpus=2, one_gpu=one_gpu))
+    outcomes = execute("local", specs, tmp_path, opts)
+    assert [o.status for o in outcomes] == ["done", "done"]
+    assert _visible_devices_seen(tmp_path) == expected
+
+
+def test_gpu_slots_follow_the_parent_list_and_leave_other_devices_alone(monkeypatch):
+    from mrseg_bench.executors.local import gpu_slots
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
+    assert gpu_slots([{"device": "cuda"}], 3, 2) == ["4", "6", "4"]
+    assert gpu_slots([{"device": "cuda"}], 2, 2, one_gpu=1) == ["6", "6"]
+    assert gpu_slots([{"device": "cpu"}], 2, 2) == [None, None]
+    assert gpu_slots([{"device": "cuda:1"}], 2, 2) == [None, None]  # an explicit GPU is the user's word
+    assert gpu_slots([{"device": "cuda"}], 2, 0) == [None, None]
+    with pytest.raises(ValueError, match="GPU 2: only 2 visible"):
+        gpu_slots([{}], 2, 2, one_gpu=2)

@@ -28,11 +28,15 @@ DEFAULT_WORKER = "mrseg_bench.run.worker:run_spec"
 class LocalOptions:
     """``jobs``: runs at once on this machine (1: one after another in this process; N > 1: N
     worker processes); ``threads``: torch threads per worker process (None:
-    ``engine.threads.thread_budget``; a run's own ``run.num_threads`` wins). With ``jobs = 1``
+    ``engine.threads.thread_budget``; a run's own ``run.num_threads`` wins); ``gpus``: the
+    visible GPU count the N processes are placed on (None: ``torch.cuda.device_count()``; tests
+    fake it); ``one_gpu``: every process on that GPU instead of round-robin. With ``jobs = 1``
     and a ``log``, the worker is called with ``quiet`` and ``log`` (progress bars, its messages)."""
 
     jobs: int = 1
     threads: int | None = None
+    gpus: int | None = None
+    one_gpu: int | None = None
     quiet: bool = True
     log: Callable[[str], None] | None = None
 

@@ -6,7 +6,11 @@
 state is shared through ``fork``), each limited to ``threads`` torch threads (default
 ``engine.threads.thread_budget(cores, N)``; a run's ``run.num_threads`` wins); a worker
 process imports the plugin modules of this one (``plugin_modules``), so a method registered on
-import of its module runs there too (one registered by a function call does not). ``progress`` is
+import of its module runs there too (one registered by a function call does not). With GPUs
+visible and every run on ``auto``/``cuda``, worker process ``k`` sees one GPU
+(``CUDA_VISIBLE_DEVICES``, ``gpu_slots``): ``engine.placement`` round-robin over them, or the one
+``one_gpu`` names, so N runs at once share the GPUs instead of all landing on the first; each
+run's peak memory stays its own (one process each). ``progress`` is
 called in this process as each run ends. On Ctrl-C the runs not started are cancelled, the running
 ones (which got the signal too) write their ``last`` checkpoint, and the interruption is raised;
 finished runs have been reported already.
@@ -20,6 +24,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from pathlib import Path
 
 from ..engine.hardware import GRID_LOAD_ENV, current_load
+from ..engine.placement import place_runs, visible_gpus
 from ..engine.threads import available_cores, thread_budget
 from ..interrupts import RunInterrupted, catch_signals
 from .base import TaskOutcome, call_worker, failed, outcome_from, register_executor
@@ -60,11 +65,29 @@ def plugin_modules() -> list[str]:
     return sorted(m for m in mods if m and m != "__main__" and not m.startswith("mrseg_bench."))
 
 
-def _init_process(threads: int, modules: list[str]) -> None:
-    """A pool process's start: its thread budget (before torch starts its pools), then the
-    plugin modules of the submitting process (those that register on import)."""
+def gpu_slots(specs, jobs: int, n_gpus: int, one_gpu: int | None = None) -> list[str | None]:
+    """The ``CUDA_VISIBLE_DEVICES`` of each of ``jobs`` pool processes: GPU ``place_runs(jobs,
+    "cuda", n_gpus, one_gpu)[k]`` for process ``k`` (an index into this process's own
+    ``CUDA_VISIBLE_DEVICES`` where that is set), so its runs' ``cuda`` is that GPU. All None
+    (left as they are) without GPUs or when a spec names another device (``cpu``, ``cuda:1``)."""
+    devices = {str(s.get("device", "auto")).strip().lower() for s in specs}
+    if n_gpus < 1 or not devices <= {"auto", "cuda"}:
+        return [None] * jobs
+    parent = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    ids = [int(dev.partition(":")[2]) for dev in place_runs(jobs, "cuda", n_gpus, one_gpu)]
+    return [parent[k] if k < len(parent) else str(k) for k in ids]
+
+
+def _init_process(threads: int, modules: list[str], slots=None, gpus: list[str | None] | None = None) -> None:
+    """A pool process's start: its GPU (the next free slot of ``slots``, see ``gpu_slots``) and
+    thread budget (before torch starts), then the plugin modules of the submitting process
+    (those that register on import)."""
     import importlib
 
+    if slots is not None and gpus:
+        gpu = gpus[slots.get()]
+        if gpu is not None:
+            os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
     import torch
 
@@ -79,9 +102,15 @@ def _init_process(threads: int, modules: list[str]) -> None:
 def _in_pool(specs, out, options, progress) -> list[TaskOutcome]:
     jobs = min(options.local.jobs, len(specs))
     threads = options.local.threads or thread_budget(available_cores(), jobs)
+    n_gpus = visible_gpus() if options.local.gpus is None else options.local.gpus
+    gpus = gpu_slots(specs, jobs, n_gpus, options.local.one_gpu)
+    ctx = multiprocessing.get_context("spawn")
+    slots = ctx.Queue()
+    for k in range(jobs):
+        slots.put(k)
     outcomes: list[TaskOutcome | None] = [None] * len(specs)
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_process, initargs=(threads, plugin_modules()))
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_process,
+                               initargs=(threads, plugin_modules(), slots, gpus))
     futures: dict[Future, int] = {}
     try:
         futures = {pool.submit(_one, options.worker, spec, out, options.force): i for i, spec in enumerate(specs)}
