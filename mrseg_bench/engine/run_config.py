@@ -23,7 +23,7 @@ class RunConfig:
     n_samples: int = 10
     val_n_samples: int = 4
     num_workers: int = field(default=0, metadata=NOT_HASHED)
-    num_threads: int = field(default=0, metadata=NOT_HASHED)  # torch intra-op threads; 0: torch's default
+    num_threads: int = field(default=0, metadata=NOT_HASHED)  # torch intra-op threads; 0: cores // runs at once (engine/threads.py)
     augment: bool = False
     image_size: int = 0
     max_steps_per_epoch: int = 0
