@@ -194,14 +194,19 @@ def run(
     failed = [o for o in outcomes if o.status == "failed"]
     unindexed = [o for o in outcomes if o.store_error]
     log(grid_total(outcomes, time.perf_counter() - t_grid))
+    finished, elsewhere = _finished_run_ids(outcomes)
     try:
         with ResultsStore(store_path) as st:
-            frame = summarize(st, [o.run_id for o in outcomes if o.status in ("done", "skipped") and o.run_id])
+            frame = summarize(st, finished)
     except Exception as exc:  # noqa: BLE001 - the results are in the run folders
         err_console.print(f"error: cannot read the store {store_path}: {exc}", markup=False, highlight=False)
         raise typer.Exit(1) from None
     if not quiet and not frame.empty:
         console.print(summary_table(frame))
+    if not quiet and elsewhere:
+        console.print(f"note: {elsewhere} run(s) of this grid are claimed by another process and not finished: "
+                      f"the table averages the finished runs only (column runs); when they finish, "
+                      f"run mrseg-bench report --store {store_path}", markup=False, highlight=False, soft_wrap=True)
     report_ok = True
     if report:
         report_ok = _write_report(store_path, out / "report", quiet, plan.experiment)
@@ -254,6 +259,26 @@ def _executor_options(executor, jobs, ray_address, ray_num_cpus, ray_num_gpus, s
                            slurm=SlurmOptions(partition=slurm_partition, gpus_per_task=slurm_gpus_per_task,
                                               cpus_per_task=slurm_cpus_per_task, time_min=minutes,
                                               array_parallelism=slurm_array_parallelism, cluster=slurm_cluster))
+
+
+def _finished_run_ids(outcomes) -> tuple[list[str], int]:
+    """The run ids of the grid's finished runs, including runs another process held while this one
+    passed them and has finished since; and how many are still unfinished elsewhere."""
+    from .run_folder import done_result
+
+    ids, elsewhere = [], 0
+    for o in outcomes:
+        if o.status not in ("done", "skipped"):
+            continue
+        run_id = o.run_id
+        if run_id is None and o.run_dir is not None:  # skipped: claimed by another process
+            done = done_result(o.run_dir, o.spec.config_hash)
+            run_id = done["run"]["run_id"] if done else None
+        if run_id:
+            ids.append(run_id)
+        else:
+            elsewhere += 1
+    return ids, elsewhere
 
 
 def _run_on_executor(executor, plan, out, store_path, opts, reuse_results, quiet, log):

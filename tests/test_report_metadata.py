@@ -111,6 +111,7 @@ def test_plugin_metric_appears_without_report_changes(tmp_path):
         with ResultsStore(store) as st:
             frame = summarize(st, ids)
         assert "toy_area" in frame.columns and frame["toy_area"].notna().all()
+        assert frame["runs"].tolist() == [2]  # the two probunet seeds the summary averages
     finally:
         METRICS.remove("toy_area")
         METRICS.remove("toy_cal")

@@ -41,7 +41,8 @@ def summary_label(key: str) -> str:
 
 def summarize(store, run_ids: Sequence[str]):
     """A frame: one row per (dataset, method row), the mean over seeds of per-run case means of
-    the summary metrics and profile values; NaN where a method has no such output."""
+    the summary metrics and profile values (NaN where a method has no such output), and ``runs``:
+    how many runs (seeds) each row averages."""
     import pandas as pd
 
     from .loader import annotate
@@ -62,7 +63,10 @@ def summarize(store, run_ids: Sequence[str]):
     for c in cols:
         if c not in table:
             table[c] = float("nan")
-    return table.groupby(["dataset", "method"], sort=False)[cols].mean().reset_index()
+    groups = table.groupby(["dataset", "method"], sort=False)
+    frame = groups[cols].mean()
+    frame.insert(0, "runs", groups.size())
+    return frame.reset_index()
 
 
 def fmt_value(value: Any, key: str) -> str:
@@ -81,16 +85,17 @@ def summary_table(frame):
     """A ``rich.table.Table`` of ``summarize``'s frame."""
     from rich.table import Table
 
-    cols = [c for c in frame.columns if c not in ("dataset", "method")]
+    cols = [c for c in frame.columns if c not in ("dataset", "method", "runs")]
     datasets = list(dict.fromkeys(frame["dataset"]))
-    table = Table(title=f"mrseg-bench results on {', '.join(datasets)} (mean over seeds; "
+    table = Table(title=f"mrseg-bench results on {', '.join(datasets)} (mean over seeds; runs = how many; "
                         f"{DASH} = not a capability of the method)")
     if len(datasets) > 1:
         table.add_column("dataset")
     table.add_column("method")
+    table.add_column("runs", justify="right")
     for c in cols:
         table.add_column(summary_label(c), justify="right")
     for _, row in frame.iterrows():
         first = [str(row["dataset"])] if len(datasets) > 1 else []
-        table.add_row(*first, str(row["method"]), *[fmt_value(row[c], c) for c in cols])
+        table.add_row(*first, str(row["method"]), str(int(row["runs"])), *[fmt_value(row[c], c) for c in cols])
     return table
