@@ -370,3 +370,90 @@ def test_orphans_are_failed_and_asked_again(tmp_path):
     assert studies.recover_orphans(s) == [left.number]
     assert studies.used(s) == 1 and s.get_trials()[left.number].state.name == "FAIL"
     assert s.ask(dist).params == left.params
+
+
+# -- the preset trial -----------------------------------------------------------------------------
+def test_range_contains_and_the_preset_point():
+    from mrseg_bench.tune.space import integer, log_uniform, preset_point
+
+    lr = log_uniform(1e-5, 1e-3, "s")
+    assert lr.contains(1e-3) and lr.contains(1e-5) and lr.contains(3e-4)  # both ends included
+    assert not lr.contains(1.1e-3) and not lr.contains(float("nan")) and not lr.contains(True)
+    bank = integer(25, 200, "s", log=True)
+    assert bank.contains(50) and not bank.contains(50.5) and not bank.contains(201)
+    mode = Range(choices=("one", "all"), kind="choice", source="s")
+    assert mode.contains("one") and not mode.contains("some")
+    assert not Range(choices=(1, 2), kind="choice", source="s").contains(True)  # True == 1, but not a choice
+    space = {"lr": lr, "bank_train": bank}
+    assert preset_point(space, {"lr": 1e-3, "bank_train": 50, "beta": 0.5}) == ({"lr": 1e-3, "bank_train": 50}, [])
+    assert preset_point(space, {"lr": 1e-2, "bank_train": 50}) == ({}, ["lr"])
+
+
+def test_the_first_trial_is_the_presets_own_values_and_is_never_pruned(toy_preset, tmp_path, monkeypatch):
+    from mrseg_bench.tune import driver
+    from mrseg_bench.tune import study as studies
+
+    asked_specs = []
+
+    def fake_batch(req, plan, asked, store, log):  # no training: every trial scores its lr
+        for m, t, spec in asked:
+            asked_specs.append((m.name, t.number, spec))
+            m.study.tell(t, float(spec.method_config["lr"]))
+
+    monkeypatch.setattr(driver, "_run_batch", fake_batch)
+    out = tmp_path / "runs"
+    req = driver.TuneRequest("toy,toy.flat", toy_preset, trials=3, dataset="toyset", out=out, experiment="p")
+    lines = []
+    res = driver.run_tune(req, log=lines.append)
+    planned = {s.method: s.method_config["lr"] for s in plan_grid("toy,toy.flat", "toyset", [0], toy_preset).specs}
+    for method in ("toy", "toy.flat"):
+        mine = sorted((n, s) for m, n, s in asked_specs if m == method)
+        assert len(mine) == 3  # the preset trial counts against the same budget
+        (n0, s0), rest = mine[0], mine[1:]
+        assert n0 == 0 and s0.method_config["lr"] == planned[method]
+        assert s0.trial["pruner"] == {"kind": "none"}
+        assert all(s.trial["pruner"]["kind"] == "median" for _, s in rest)
+        assert any(line.startswith(f"{method}: its next trial is the preset's own values") for line in lines)
+    rows = list(csv.DictReader((out / "p" / "tune" / "trials.csv").open()))
+    assert [(r["method"], r["trial"], r["preset"]) for r in rows if r["preset"]] == [("toy", "0", "1"), ("toy.flat", "0", "1")]
+    for s in res.summaries:  # toy maximises: the best is the largest lr asked, at least the preset's
+        assert s.preset_trial == 0 and s.preset_value == planned[s.method]
+        assert s.best_value >= s.preset_value
+    summary = (out / "p" / "tune" / "summary.md").read_text()
+    assert "the preset's own values as one trial (never pruned)" in summary and f"{planned['toy']:.4f} (0)" in summary
+    # a larger budget later does not ask the preset's values again
+    req.trials = 4
+    driver.run_tune(req)
+    assert sum(1 for m, n, s in asked_specs if s.trial["pruner"] == {"kind": "none"}) == 2
+    # the journal keeps which trial held the preset's values
+    journal = studies.open_storage(out / "p" / "tune" / "journal.log")
+    first = optuna.load_study(study_name="toy", storage=journal).get_trials()[0]
+    assert first.user_attrs[studies.PRESET_VALUES]
+
+
+def test_a_preset_value_outside_the_space_gives_no_preset_trial(toy_preset, tmp_path, monkeypatch):
+    from mrseg_bench.tune import driver
+
+    monkeypatch.setattr(driver, "_run_batch", lambda req, plan, asked, store, log: [
+        m.study.tell(t, 0.5) for m, t, _ in asked])
+    lines = []
+    req = driver.TuneRequest("toy", toy_preset, trials=2, dataset="toyset", out=tmp_path / "runs", experiment="q",
+                             sets=["lr=0.5"])  # the space is [1e-3, 1e-1]
+    res = driver.run_tune(req, log=lines.append)
+    assert "toy: no preset trial: the preset's lr lies outside the search space" in lines
+    assert all(not r.preset for r in res.rows) and res.summaries[0].preset_trial is None
+
+
+def test_an_orphaned_preset_trial_is_asked_again_as_the_preset_trial(tmp_path):
+    from mrseg_bench.tune import study as studies
+
+    s = optuna.create_study(storage=studies.open_storage(tmp_path / "journal.log"), study_name="m")
+    dist = {"lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)}
+    assert studies.enqueue_preset_trial(s, {"lr": 1e-2})
+    assert not studies.enqueue_preset_trial(s, {"lr": 1e-2})  # waiting: not twice
+    left = s.ask(dist)
+    assert left.params == {"lr": 1e-2} and left.user_attrs[studies.PRESET_VALUES]
+    assert studies.recover_orphans(s) == [left.number]
+    again = s.ask(dist)
+    assert again.params == {"lr": 1e-2} and again.user_attrs[studies.PRESET_VALUES] and again.user_attrs["resumes"] == 0
+    assert not studies.enqueue_preset_trial(s, {"lr": 1e-2})

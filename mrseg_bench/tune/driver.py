@@ -6,7 +6,8 @@
    each method's space (``space.effective_space``) and objective (``objective.objective_for``);
    the last stage selects its best epoch on the objective (``objective.select_rule``);
 2. claim ``<out>/<experiment>/tune/`` (one driver at a time), open each method's study in the
-   journal (``study``), fail and re-ask the trials a dead driver left running;
+   journal (``study``), fail and re-ask the trials a dead driver left running, and enqueue the
+   preset trial (the preset's own values, never pruned) while the study has budget left;
 3. until every method has used ``trials`` trials: ask up to ``batch`` trials per method, make
    each a run spec (the method's planned spec with the trial's values as method-config
    overrides, so its own config hash, run folder and identity; ``spec.trial`` tells its run where
@@ -35,7 +36,7 @@ from ..run.spec import Outcome, RunSpec, Status, spec_from_json, spec_to_json
 from . import outputs
 from . import study as studies
 from .objective import Objective, objective_for, select_rule, trial_value
-from .space import Range, effective_space, suggest
+from .space import Range, effective_space, preset_point, suggest
 
 
 @dataclass
@@ -175,7 +176,8 @@ def _rows(methods: dict[str, _Method]) -> list[outputs.TrialRow]:
                 value = None
             rows.append(outputs.TrialRow(m.name, t.number, _state(t), value, m.objective.metric,
                                          m.objective.direction, dict(t.params), t.user_attrs.get("run_dir", ""),
-                                         t.user_attrs.get("error", ""), bool(t.user_attrs.get(studies.ORPHANED))))
+                                         t.user_attrs.get("error", ""), bool(t.user_attrs.get(studies.ORPHANED)),
+                                         bool(t.user_attrs.get(studies.PRESET_VALUES))))
     return rows
 
 
@@ -193,6 +195,9 @@ def _summaries(methods: dict[str, _Method]) -> list[outputs.MethodSummary]:
         if done:
             best = (min if m.objective.direction == "minimize" else max)(done, key=lambda t: t.value)
             s.best_value, s.best_trial, s.best_params = best.value, best.number, dict(best.params)
+        own = next((t for t in done if t.user_attrs.get(studies.PRESET_VALUES)), None)
+        if own is not None:
+            s.preset_trial, s.preset_value = own.number, own.value
         out.append(s)
     return out
 
@@ -262,7 +267,7 @@ def _tell(m: _Method, t, o: Outcome, log: Callable[[str], None]) -> str:
     if o.status is Status.CANCELLED:  # never ran: re-asked with the same values
         t.set_user_attr(studies.ORPHANED, True)
         study.tell(t, state=TrialState.FAIL)
-        study.enqueue_trial(dict(t.params), user_attrs={"resumes": t.number})
+        study.enqueue_trial(dict(t.params), user_attrs=studies.resume_attrs(t))
         return "cancelled"
     t.set_user_attr("error", o.error or f"run {o.status.value}: {o.note or ''}".strip())
     study.tell(t, state=TrialState.FAIL)
@@ -333,6 +338,8 @@ def run_tune(req: TuneRequest, log: Callable[[str], None] = lambda s: None) -> T
             if orphans[m.name]:
                 log(f"{m.name}: trial(s) {', '.join(map(str, orphans[m.name]))} were left running by a stopped "
                     "tune; asking them again")
+            if studies.used(m.study) < req.trials:
+                _enqueue_preset(m, log)
         info = next(iter(plan.datasets.values())).info if plan.datasets else None
         store = req.store or Path(req.out) / "results.sqlite"
         with _session(req):
@@ -341,6 +348,15 @@ def run_tune(req: TuneRequest, log: Callable[[str], None] = lambda s: None) -> T
         return TuneResult(folder, plan.experiment, rows, summaries, budget, preset_path, orphans)
     finally:
         claim.release()
+
+
+def _enqueue_preset(m: _Method, log: Callable[[str], None]) -> None:
+    """Enqueue ``m``'s preset trial (``study.enqueue_preset_trial``), or say why there is none."""
+    values, outside = preset_point(m.space, m.spec.method_config)
+    if outside:
+        log(f"{m.name}: no preset trial: the preset's {', '.join(outside)} lies outside the search space")
+    elif studies.enqueue_preset_trial(m.study, values):
+        log(f"{m.name}: its next trial is the preset's own values: " + ", ".join(f"{k}={_fmt(v)}" for k, v in values.items()))
 
 
 def _session(req: TuneRequest):
@@ -365,9 +381,10 @@ def _loop(req: TuneRequest, plan: Plan, methods: dict[str, _Method], folder: Pat
             for _ in range(min(req.batch, req.trials - studies.used(m.study))):
                 t = m.study.ask()
                 params = suggest(t, m.space)
+                preset_trial = bool(t.user_attrs.get(studies.PRESET_VALUES))
                 trial = {"storage": str((folder / studies.JOURNAL).resolve()), "study": m.name,
                          "number": t.number, "metric": m.objective.metric, "stage": m.objective.stage,
-                         "pruner": budget["pruner"]}
+                         "pruner": {"kind": "none"} if preset_trial else budget["pruner"]}
                 try:
                     spec = trial_spec(m, params, trial, info)
                 except UsageError as exc:

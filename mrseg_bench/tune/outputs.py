@@ -1,10 +1,11 @@
 """What a tune writes into ``<out>/<experiment>/tune/``.
 
 - ``trials.csv``: one row per trial: ``method, trial, state, value, metric, direction, params``
-  (JSON), ``run_dir, error``; ``value`` is the validation objective (a pruned trial: its last
-  reported value; a failed one: empty);
+  (JSON), ``run_dir, error, preset`` (1 for the preset trial: the preset's own values); ``value``
+  is the validation objective (a pruned trial: its last reported value; a failed one: empty);
 - ``objective.png``: the objective against the trial number, one panel per method (complete
-  trials as dots, pruned as crosses, the best so far as a step line);
+  trials as dots, the preset trial ringed, pruned as crosses, the best so far as a step line
+  drawn to the method's last trial);
 - ``best.toml``: a preset (``run --preset <file>``): the tune's preset with each tuned method's
   exact section holding its effective config with the best trial's values;
 - ``summary.md``: the budget and each method's best trial.
@@ -36,6 +37,7 @@ class TrialRow:
     run_dir: str = ""
     error: str = ""
     orphaned: bool = False
+    preset: bool = False  # the preset trial (the preset's own values)
 
 
 @dataclass
@@ -49,9 +51,11 @@ class MethodSummary:
     best_trial: int | None = None
     best_params: dict[str, Any] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+    preset_trial: int | None = None  # the trial of the preset's own values, once it completed
+    preset_value: float | None = None
 
 
-COLUMNS = ["method", "trial", "state", "value", "metric", "direction", "params", "run_dir", "error"]
+COLUMNS = ["method", "trial", "state", "value", "metric", "direction", "params", "run_dir", "error", "preset"]
 
 
 def write_csv(path: Path, rows: Sequence[TrialRow]) -> None:
@@ -62,7 +66,7 @@ def write_csv(path: Path, rows: Sequence[TrialRow]) -> None:
         w.writerow({"method": r.method, "trial": r.trial, "state": r.state,
                     "value": "" if r.value is None else repr(r.value), "metric": r.metric,
                     "direction": r.direction, "params": json.dumps(r.params, sort_keys=True),
-                    "run_dir": r.run_dir, "error": r.error})
+                    "run_dir": r.run_dir, "error": r.error, "preset": "1" if r.preset else ""})
     atomic_write_text(path, buf.getvalue())
 
 
@@ -89,7 +93,15 @@ def write_figure(path: Path, rows: Sequence[TrialRow]) -> None:
                     best = r.value
                 xs.append(r.trial)
                 ys.append(best)
+            last = max(r.trial for r in rows if r.method == method)
+            if last > xs[-1]:  # later trials (pruned, failed) did not change the best
+                xs.append(last)
+                ys.append(best)
             ax.step(xs, ys, where="post", color="C1", label="best so far")
+            ringed = [r for r in done if r.preset]
+            if ringed:
+                ax.plot([r.trial for r in ringed], [r.value for r in ringed], "o", mfc="none", mec="k", ms=11,
+                        label="preset's own values")
         if pruned:
             ax.plot([r.trial for r in pruned], [r.value for r in pruned], "x", color="C3", label="pruned (last value)")
         ref = next((r for r in rows if r.method == method), None)
@@ -171,16 +183,18 @@ def preset_text(description: str, run: Mapping[str, Any], datasets: Mapping[str,
 def summary_text(budget: Mapping[str, Any], summaries: Sequence[MethodSummary]) -> str:
     """``summary.md``: the budget line and a table of each method's best trial."""
     lines = ["# Tune summary", "", "Budget (the same for every method): " + budget_line(budget), "",
-             "| method | objective (validation) | trials: complete / pruned / failed | best | best trial | best values | epochs per trial |",
-             "|---|---|---|---|---|---|---|"]
+             "| method | objective (validation) | trials: complete / pruned / failed | best | best trial | best values "
+             "| the preset's own values (trial) | epochs per trial |",
+             "|---|---|---|---|---|---|---|---|"]
     for s in summaries:
         c = s.counts
         best = "—" if s.best_value is None else f"{s.best_value:.4f}"
         params = ", ".join(f"{k}={_short(v)}" for k, v in s.best_params.items()) or "—"
         epochs = ", ".join(f"{k} {v}" for k, v in s.epochs.items())
+        own = "—" if s.preset_value is None else f"{s.preset_value:.4f} ({s.preset_trial})"
         lines.append(f"| {s.method} | {s.metric} ({'min' if s.direction == 'minimize' else 'max'}) | "
                      f"{c.get('complete', 0)} / {c.get('pruned', 0)} / {c.get('fail', 0)} | {best} | "
-                     f"{'—' if s.best_trial is None else s.best_trial} | {params} | {epochs} |")
+                     f"{'—' if s.best_trial is None else s.best_trial} | {params} | {own} | {epochs} |")
     lines += ["", "Search spaces:", ""]
     for s in summaries:
         lines.append(f"- {s.method}: " + "; ".join(f"{k} {v}" for k, v in s.space.items()))
@@ -196,5 +210,6 @@ def budget_line(budget: Mapping[str, Any]) -> str:
     pruner = "none" if p.get("kind") == "none" else \
         f"MedianPruner(n_startup_trials={p['n_startup_trials']}, n_warmup_steps={p['n_warmup_steps']})"
     return (f"{budget['trials']} trials per method, epochs per trial from preset {budget['preset']}, "
+            f"the preset's own values as one trial (never pruned), "
             f"TPE sampler seed {budget['seed']} (first {budget['startup_trials']} trials random), "
             f"pruner {pruner}, trial seed {budget['seed']}, batches of {budget['batch']} trials")

@@ -71,6 +71,16 @@ class Range:
         if self.log and self.low <= 0:
             raise ValueError(f"{where}: a log range needs low > 0, got {self.low!r}")
 
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` is a point of this range (both ends included)."""
+        if self.kind == "choice":
+            return any(value == c and type(value) is type(c) for c in self.choices)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            return False
+        if self.kind == "int" and not float(value).is_integer():
+            return False
+        return self.low <= value <= self.high
+
     def describe(self) -> str:
         if self.kind == "choice":
             return "{" + ", ".join(map(str, self.choices)) + "}"
@@ -197,3 +207,12 @@ def suggest(trial, space: Mapping[str, Range]) -> dict[str, Any]:
         else:
             out[name] = trial.suggest_float(name, float(r.low), float(r.high), log=r.log)
     return out
+
+
+def preset_point(space: Mapping[str, Range], method_config: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The planned config's own value of every knob in ``space``, and the knobs whose value lies
+    outside its range (then there is no preset point: the first list is empty)."""
+    outside = [name for name, r in space.items() if not r.contains(method_config.get(name))]
+    if outside:
+        return {}, outside
+    return {name: method_config[name] for name in space}, []

@@ -11,6 +11,11 @@ left RUNNING by a dead driver: ``recover_orphans`` fails it, marks it ``orphaned
 count) and enqueues its parameters, so the next ``ask`` re-asks the same point; its run has the
 same identity, so a run that finished is found done and one cut short resumes from its
 checkpoint.
+
+The preset trial (``enqueue_preset_trial``): each study's first trial is the preset's own values
+of the searched knobs (user attr ``preset_values``), run to the end (never pruned), so a tune
+never returns values worse on validation than those it started from. It counts against the
+budget like any trial.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from ..identity import experiment_slug
 JOURNAL = "journal.log"
 CLAIM = "tune.claim"
 ORPHANED = "orphaned"
+PRESET_VALUES = "preset_values"
 
 
 def tune_dir(out: str | Path, experiment: str) -> Path:
@@ -84,9 +90,23 @@ def recover_orphans(study) -> list[int]:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         storage.set_trial_user_attr(t._trial_id, ORPHANED, True)
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        study.enqueue_trial(dict(t.params), user_attrs={"resumes": t.number})
+        study.enqueue_trial(dict(t.params), user_attrs=resume_attrs(t))
         numbers.append(t.number)
     return numbers
+
+
+def resume_attrs(t) -> dict[str, Any]:
+    """The user attrs of the trial that asks ``t``'s values again (it stays the preset trial)."""
+    return {"resumes": t.number, **({PRESET_VALUES: True} if t.user_attrs.get(PRESET_VALUES) else {})}
+
+
+def enqueue_preset_trial(study, values: dict[str, Any]) -> bool:
+    """Enqueue ``values`` as the preset trial unless the study has one (asked, waiting or
+    orphaned); True if it did."""
+    if any(t.user_attrs.get(PRESET_VALUES) for t in study.get_trials(deepcopy=False)):
+        return False
+    study.enqueue_trial(dict(values), user_attrs={PRESET_VALUES: True})
+    return True
 
 
 def used(study) -> int:
