@@ -7,6 +7,10 @@
 # purpose). About 2 minutes of CPU. Default tolerance 0.04: reruns are bit-identical, but
 # --set run.num_threads=2 (another float summation order, a stand-in for another CPU) moved
 # values by up to 0.021 after the ci preset's 10 epochs (0.02 would have failed it).
+# Another CPU moves them more: on 2026-12-04 the same code (7ff72a4, green the day before) gave
+# values up to 0.055 lower for dpersona's per-rater Dice on this machine's AMD EPYC (numpy, scipy
+# and timm ruled out by downgrading each); the baseline was regenerated on it. Regenerate it on
+# the machine CI runs on.
 # Usage: scripts/update_baseline.sh [python-bin-dir]
 set -euo pipefail
 BIN="${1:-$(dirname "$(command -v mrseg-bench)")}"
