@@ -420,7 +420,7 @@ def test_the_first_trial_is_the_presets_own_values_and_is_never_pruned(toy_prese
         assert s.preset_trial == 0 and s.preset_value == planned[s.method]
         assert s.best_value >= s.preset_value
     summary = (out / "p" / "tune" / "summary.md").read_text()
-    assert "the preset's own values as one trial (never pruned)" in summary and f"{planned['toy']:.4f} (0)" in summary
+    assert "the preset's own values as one trial where they lie in the space (never pruned)" in summary and f"{planned['toy']:.4f} (0)" in summary
     # a larger budget later does not ask the preset's values again
     req.trials = 4
     driver.run_tune(req)

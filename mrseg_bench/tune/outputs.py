@@ -210,6 +210,6 @@ def budget_line(budget: Mapping[str, Any]) -> str:
     pruner = "none" if p.get("kind") == "none" else \
         f"MedianPruner(n_startup_trials={p['n_startup_trials']}, n_warmup_steps={p['n_warmup_steps']})"
     return (f"{budget['trials']} trials per method, epochs per trial from preset {budget['preset']}, "
-            f"the preset's own values as one trial (never pruned), "
+            f"the preset's own values as one trial where they lie in the space (never pruned), "
             f"TPE sampler seed {budget['seed']} (first {budget['startup_trials']} trials random), "
             f"pruner {pruner}, trial seed {budget['seed']}, batches of {budget['batch']} trials")
